@@ -1,0 +1,67 @@
+"""Pure, jittable image augmentation: pad-and-crop, flips, rotation, cutout.
+
+Every function maps (key, images [N, H, W, C]) -> images, with an independent draw
+per image, so it runs inside the jitted train step.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def pad_and_crop(key, images, pad: int):
+  """Zero-pads by `pad` and takes a random crop of the original size (CIFAR-style)."""
+  if pad <= 0:
+    return images
+  n, h, w, _ = images.shape
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  offsets = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
+  crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
+  return jax.vmap(crop)(padded, offsets)
+
+
+def horizontal_flip(key, images, p: float = 0.5):
+  flip = jax.random.bernoulli(key, p, (images.shape[0], 1, 1, 1))
+  return jnp.where(flip, images[:, :, ::-1, :], images)
+
+
+def rotate(key, images, max_degrees: float):
+  """Rotates each image by an angle uniform in ±max_degrees (bilinear, zero fill)."""
+  if max_degrees <= 0:
+    return images
+  n, h, w, c = images.shape
+  angles = jax.random.uniform(key, (n,), minval=-max_degrees, maxval=max_degrees) * jnp.pi / 180
+  yy, xx = jnp.meshgrid(jnp.arange(h) - (h - 1) / 2, jnp.arange(w) - (w - 1) / 2, indexing="ij")
+
+  def one(img, a):
+    cos, sin = jnp.cos(a), jnp.sin(a)
+    src_y = cos * yy - sin * xx + (h - 1) / 2
+    src_x = sin * yy + cos * xx + (w - 1) / 2
+    sample = lambda ch: jax.scipy.ndimage.map_coordinates(ch, [src_y, src_x], order=1, mode="constant")
+    return jax.vmap(sample, in_axes=-1, out_axes=-1)(img)
+
+  return jax.vmap(one)(images, angles)
+
+
+def cutout(key, images, size: int):
+  """Zeroes one size x size square per image, centred uniformly (DeVries & Taylor 2017)."""
+  if size <= 0:
+    return images
+  n, h, w, _ = images.shape
+  centres = jax.random.randint(key, (n, 2), 0, jnp.array([h, w]))
+  yy, xx = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
+  cy, cx = centres[:, 0, None, None], centres[:, 1, None, None]
+  top, left = cy - size // 2, cx - size // 2  # square clipped at the borders, as in the reference
+  inside = (yy >= top) & (yy < top + size) & (xx >= left) & (xx < left + size)
+  return images * (~inside)[..., None]
+
+
+def augment(key, images, config):
+  """Applies the augmentations switched on in `config` (a ConfigDict or None)."""
+  if config is None:
+    return images
+  k1, k2, k3, k4 = jax.random.split(key, 4)
+  images = pad_and_crop(k1, images, int(config.get("crop_pad", 0)))
+  if config.get("flip", False):
+    images = horizontal_flip(k2, images)
+  images = rotate(k3, images, float(config.get("rotation", 0.0)))
+  return cutout(k4, images, int(config.get("cutout", 0)))
