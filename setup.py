@@ -30,5 +30,6 @@ setup(
     },
     entry_points={"console_scripts": [
         "dlbook-train=experiments.train:cli",
+        "dlbook-stego=dlbook.stego.cli:main",
     ]},
 )

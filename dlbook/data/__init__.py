@@ -1,6 +1,16 @@
-"""Datasets by name (`load`), deterministic batching, and jittable augmentation."""
+"""Datasets by name (`load`), deterministic batching, and jittable augmentation.
+
+Importing this package imports every module in it, so sources defined in any of
+them (e.g. steganography covers) register with `SOURCES`.
+"""
+
+import importlib
+import pkgutil
 
 from dlbook.data.augment import augment
 from dlbook.data.pipeline import (Dataset, Split, epoch_permutation, eval_batches, load, train_batch,
                                   train_batches)
 from dlbook.data.sources import SOURCES, RawData, load_raw, read_idx, read_image, sources, stratified_split
+
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")

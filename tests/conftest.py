@@ -1,0 +1,31 @@
+"""Shared test settings: the `slow` marker (run only with DLBOOK_SLOW=1) and the repo root."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: long test; runs only with DLBOOK_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+  if os.environ.get("DLBOOK_SLOW") == "1":
+    return
+  skip = pytest.mark.skip(reason="slow test; set DLBOOK_SLOW=1 to run it")
+  for item in items:
+    if "slow" in item.keywords:
+      item.add_marker(skip)
+
+
+def run_launcher(module, *args, env=None, timeout=600):
+  """Runs `python -m module args...` from the repo root; returns CompletedProcess."""
+  import subprocess
+  full_env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env,
+                        capture_output=True, text=True, timeout=timeout)
