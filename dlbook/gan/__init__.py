@@ -1,0 +1,1 @@
+"""GANs (book ch. 5; survey seed 002): pure adversarial losses, generators and discriminators, jitted alternating steps."""
