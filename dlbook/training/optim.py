@@ -1,6 +1,6 @@
 """Optimizers and schedules from a config, through optax.
 
-`config.optimizer` keys: name (sgd | adam | adamw), learning_rate, schedule
+`config.optimizer` keys: name (sgd | adam | adamw | rmsprop), learning_rate, schedule
 (constant | cosine | step), final_learning_rate (cosine floor), warmup_steps,
 momentum, nesterov, b1, b2, weight_decay, grad_clip_norm, and for the step
 schedule decay_every_steps / decay_factor.
@@ -55,6 +55,11 @@ def _adam(c, lr):
 def _adamw(c, lr):
   return optax.adamw(lr, b1=float(c.get("b1", 0.9)), b2=float(c.get("b2", 0.999)),
                      weight_decay=float(c.get("weight_decay", 0.0)))
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(c, lr):  # WGAN (Arjovsky et al. 2017); decay = the squared-gradient average's rate
+  return optax.rmsprop(lr, decay=float(c.get("decay", 0.9)), momentum=float(c.get("momentum", 0.0)) or None)
 
 
 def make_optimizer(c, total_steps: int) -> optax.GradientTransformation:
