@@ -8,7 +8,7 @@ import logging as pylogging
 import os
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from dlbook.errors import DlbookError
 
@@ -42,14 +42,32 @@ def run(main) -> None:
       main(argv)
     except DlbookError as e:
       logging.flush()
-      fail(str(e))
-    except FileNotFoundError as e:
-      fail(f"missing file: {e.filename or e}")
+      fail(one_line(e))
+    except OSError as e:  # a missing config file surfaces here, when the config is first read
+      fail(one_line(e) if e.filename is None else f"missing file: {e.filename}")
 
+  app.run(wrapped, flags_parser=parse_flags)
+
+
+def one_line(error: BaseException) -> str:
+  """The user-facing line of an error whose message may embed a traceback."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  for l in reversed(lines):
+    if "DlbookError: " in l:
+      return l.split("DlbookError: ", 1)[1]
+  if any(l.startswith("Traceback") for l in lines):
+    return lines[-1]
+  return " ".join(lines) or repr(error)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad config (unknown preset, bad override) as one error line."""
   try:
-    app.run(wrapped)
-  except DlbookError as e:  # raised while flags (and the config file) are parsed
-    fail(str(e))
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # --config.nokey=... names a key the config lacks
+    fail(f"unknown config key {one_line(e).strip(chr(34))} in a --config override; see the config file for valid keys")
+  except Exception as e:  # config_flags raises several types, with tracebacks in their messages
+    fail(one_line(e))
 
 
 def require_flag(value, name: str):

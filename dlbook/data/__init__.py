@@ -7,7 +7,7 @@ them (e.g. steganography covers) register with `SOURCES`.
 import importlib
 import pkgutil
 
-from dlbook.data.augment import augment
+from dlbook.data import augment  # the module: augment.augment(key, images, config)
 from dlbook.data.pipeline import (Dataset, Split, epoch_permutation, eval_batches, load, train_batch,
                                   train_batches)
 from dlbook.data.sources import SOURCES, RawData, load_raw, read_idx, read_image, sources, stratified_split

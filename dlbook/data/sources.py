@@ -190,6 +190,8 @@ def image_folder(path, data_dir=None, image_size=32, test_fraction=0.2, channels
 
 @SOURCES.register("tfds:")
 def tfds_source(name, data_dir=None, tfds_download=False, train_split="train", test_split="test", **_) -> RawData:
+  """A TFDS dataset prepared under `data_dir`. Read through `as_data_source` (no TensorFlow
+  needed; array_record files), falling back to `as_dataset` when TensorFlow is installed."""
   try:
     import tensorflow_datasets as tfds
   except ImportError:
@@ -200,15 +202,26 @@ def tfds_source(name, data_dir=None, tfds_download=False, train_split="train", t
     raise DlbookError(f"unknown TFDS dataset {name!r}: {str(e).splitlines()[0]}") from None
   if tfds_download:
     builder.download_and_prepare()
-  try:
-    train, test = tfds.as_numpy(builder.as_dataset(split=[train_split, test_split], batch_size=-1))
-  except Exception as e:
-    raise DlbookError(f"TFDS dataset {name!r} is not prepared under {data_dir or tfds.core.constants.DATA_DIR}: "
-                      f"{str(e).splitlines()[0]} (prepare it on a machine with network, or set data.tfds_download)") from None
+
+  def read(split):
+    try:
+      source = builder.as_data_source(split=split)
+      examples = [source[i] for i in range(len(source))]
+      return np.stack([e["image"] for e in examples]), np.asarray([e["label"] for e in examples], np.int32)
+    except Exception as first:  # not array_record, or not prepared: try the tf.data path
+      try:
+        d = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        return np.asarray(d["image"]), np.asarray(d["label"], np.int32)
+      except Exception:
+        raise DlbookError(f"TFDS dataset {name!r} split {split!r} is not prepared under "
+                          f"{data_dir or '~/tensorflow_datasets'}: {str(first).splitlines()[0][:200]} "
+                          f"(prepare it where there is network, or set data.tfds_download=True)") from None
+
+  x_train, y_train = read(train_split)
+  x_test, y_test = read(test_split)
   label_feature = builder.info.features["label"]
   names = tuple(label_feature.names) if hasattr(label_feature, "names") else ()
-  return RawData(np.asarray(train["image"]), np.asarray(train["label"], np.int32),
-                 np.asarray(test["image"]), np.asarray(test["label"], np.int32), 255.0, names,
+  return RawData(x_train, y_train, x_test, y_test, 255.0, names,
                  {"source": f"tfds:{name}", "data_dir": data_dir})
 
 

@@ -57,7 +57,7 @@ def make_train_step(augment_config=None, aux_weight: float = 0.0, label_smoothin
         aux_weight=aux_weight, label_smoothing=label_smoothing)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return state, metrics
 
   return train_step
