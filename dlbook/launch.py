@@ -24,7 +24,7 @@ class _LibraryNoiseFilter(pylogging.Filter):
 
 
 def quiet_library_logs() -> None:
-  pylogging.getLogger("absl").addFilter(_LibraryNoiseFilter())
+  logging.get_absl_handler().addFilter(_LibraryNoiseFilter())
 
 
 def fail(message: str) -> None:
