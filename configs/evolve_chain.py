@@ -1,0 +1,91 @@
+"""Evolutionary NAS over the chain-structured space of book ch. 2 (Table 2.1 genome).
+
+  python -m experiments.evolve --config=configs/evolve_chain.py[:smoke|cpu|full] --workdir=DIR \
+      [--config.key=value ...]
+
+Rerunning with the same --workdir resumes at the last finished generation.
+
+Presets (the config argument):
+- smoke: digits (embedded), population 4, 2 generations of 2 offspring, 4 training steps each, a
+  tiny space; seconds after compilation. For tests.
+- cpu (default): Fashion-MNIST (Debian package), a fixed stratified subset (10,000 train / 2,000
+  validation, images resized to 14x14; 2,000 test images for the final check), population 16,
+  8 generations of 8 offspring (80 trainings of 150 Adam steps at batch 32), book operators
+  (roulette, uniform crossover, point mutation p=0.4, replace-worst). About 5-15 minutes on 2
+  CPU cores depending on their load (docs/nas_evolution.md has a measured run).
+- full: CIFAR-10 through TFDS (prepared under data.data_dir), the full 32x32 images, a wider space,
+  population 32 for 20 generations with 2 epochs of training per individual; for accelerators.
+"""
+
+import ml_collections
+
+PRESETS = ("smoke", "cpu", "full")
+
+
+def base_config(preset, config_file: str):
+  """Everything but the search space; shared by configs/evolve_cell.py."""
+  preset = preset or "cpu"
+  if preset not in PRESETS:
+    from dlbook.errors import DlbookError
+    raise DlbookError(f"unknown preset {preset!r} for {config_file}; valid: {', '.join(PRESETS)}")
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(
+      name="fashion_mnist", data_dir=None, train_fraction=1.0, val_fraction=1 / 6, split_seed=0, image_size=14,
+      channels=0, normalization="standardize", limit_train=12000, limit_test=2000))
+  # Book §2.2.2 D-G defaults: roulette, uniform crossover, point mutation p=0.4, replace-worst.
+  c.ga = ml_collections.ConfigDict(dict(
+      population_size=16, num_offspring=8, max_generations=8, selection="roulette", crossover="uniform",
+      mutation="point", replacement="replace_worst", num_elites=1, tournament_size=2, crossover_rate=1.0,
+      gene_crossover_prob=0.5, mutation_prob=0.4, gene_mutation_prob=0.0, target_fitness=float("inf"),
+      patience=0, min_delta=0.0))
+  # Fitness (book §2.2.2 C): validation accuracy after a short training run.
+  c.fitness = ml_collections.ConfigDict(dict(train_steps=150, batch_size=32, eval_batch_size=250,
+                                             evaluation="vmap"))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=2e-3, schedule="constant", final_learning_rate=0.0, warmup_steps=0,
+      momentum=0.9, nesterov=False, b1=0.9, b2=0.999, weight_decay=0.0, grad_clip_norm=0.0))
+  c.final_seeds = 4  # best genome and book baseline, each retrained with this many seeds on the test split
+  c.num_devices = 0  # 0: every local device; the population axis is sharded over them
+
+  if preset == "smoke":
+    c.data = ml_collections.ConfigDict(dict(
+        name="digits", data_dir=None, train_fraction=1.0, val_fraction=0.2, split_seed=0, image_size=0,
+        channels=0, normalization="standardize", limit_train=0, limit_test=0))
+    c.ga.population_size = 4
+    c.ga.num_offspring = 2
+    c.ga.max_generations = 2
+    c.fitness.train_steps = 4
+    c.fitness.batch_size = 16
+    c.fitness.eval_batch_size = 360
+    c.final_seeds = 1
+  elif preset == "full":
+    c.data = ml_collections.ConfigDict(dict(
+        name="tfds:cifar10", data_dir=None, train_fraction=1.0, val_fraction=0.1, split_seed=0, image_size=0,
+        channels=0, normalization="standardize", limit_train=0, limit_test=5000))
+    c.ga.population_size = 32
+    c.ga.num_offspring = 16
+    c.ga.max_generations = 20
+    c.fitness.train_steps = 1400  # 2 epochs of 45,000 images at batch 64
+    c.fitness.batch_size = 64
+    c.fitness.eval_batch_size = 500
+    c.final_seeds = 8
+  return c
+
+
+def get_config(preset=None):
+  c = base_config(preset, "configs/evolve_chain.py")
+  c.space = ml_collections.ConfigDict(dict(
+      name="chain", max_conv=3, filter_choices=(8, 16, 32), kernel_choices=(3, 5), max_dense=2,
+      unit_choices=(32, 64, 128), activations=("relu", "elu", "tanh", "sigmoid"), conv_impl="patches"))
+  if c.preset == "smoke":
+    c.space.max_conv = 2
+    c.space.filter_choices = (4, 8)
+    c.space.max_dense = 1
+    c.space.unit_choices = (8, 16)
+    c.space.activations = ("relu", "tanh")
+  elif c.preset == "full":
+    c.space.filter_choices = (16, 32, 64, 128)
+    c.space.unit_choices = (64, 128, 256)
+  return c
