@@ -153,7 +153,7 @@ def run_config(config, fraction: float, seed: int, run: Optional[Run] = None):
 class Group:
   """Data, model, optimizer and compiled steps shared by all runs of one (fraction, seed).
 
-  The module-level cache, keyed by the config minus its grid lists, holds the model, the
+  The module-level cache, keyed by the model/optimizer/augmentation config, holds the model, the
   optimizer of each total step count (one for all when the schedule is constant), one
   masked optimizer per (optimizer, frozen blocks) and one jitted step per frozen blocks,
   so each mask compiles once per distinct optimizer rather than once per run.
@@ -170,7 +170,10 @@ class Group:
     self.coarse_steps = max(1, round(self.coarse_config.coarse_epochs * steps_per_epoch))
     self.fine_steps = max(1, round(float(config.fine_epochs) * steps_per_epoch))
     self.total_steps = self.coarse_steps + self.fine_steps
-    self._prefix = json.dumps({k: v for k, v in config.to_dict().items() if k not in GRID_KEYS},
+    # Everything the compiled steps and the optimizer depend on (not logging, checkpoints or the grid).
+    self._prefix = json.dumps(dict(model_name=config.model_name, model=config.model.to_dict(),
+                                   optimizer=config.optimizer.to_dict(), augment=config.data.get("augment"),
+                                   aux_weight=config.aux_weight, label_smoothing=config.label_smoothing),
                               sort_keys=True, default=str)
     # The optimizer depends on the run length only through a decaying schedule.
     self.tx_key = self.total_steps if config.optimizer.get("schedule", "constant") != "constant" else None
@@ -463,7 +466,15 @@ def summarize(runs: List[dict]) -> dict:
   return {"rows": rows}
 
 
-def table_markdown(config, runs: List[dict], expected: int, command: str) -> str:
+def launch_command(command: str) -> str:
+  """`python -m experiments.coarse_to_fine ...` from the recorded argv (absl sees the file path)."""
+  parts = command.split(" ", 2)
+  if len(parts) >= 2 and parts[1].endswith("experiments/coarse_to_fine.py"):
+    return " ".join(["python -m experiments.coarse_to_fine"] + parts[2:])
+  return command
+
+
+def table_markdown(config, runs: List[dict], expected: int) -> str:
   rows = summarize(runs)["rows"]
   c = config
   lines = [f"# Coarse-to-fine training with selective freezing on {c.data.name} (generated)", ""]
@@ -473,8 +484,9 @@ def table_markdown(config, runs: List[dict], expected: int, command: str) -> str
   r0 = runs[0] if runs else {}
   walls = [r["fine_wall_time_s"] for r in runs]
   coarse_walls = {(r["train_fraction"], r["seed"]): r["coarse_wall_time_s"] for r in runs}
+  commands = sorted({launch_command(r["command"]) for r in runs})
   lines += [
-      f"- Command: `{command}`",
+      "- Command: " + "; ".join(f"`{cmd}`" for cmd in commands),
       f"- Network: `{c.model_name}` {json.dumps(c.model.to_dict())}; {r0.get('num_blocks', '?')} blocks "
       f"({', '.join(r0.get('blocks', []))})",
       f"- Data: `{c.data.name}`, train fractions {list(c.train_fractions)}, limit_train={c.data.limit_train}, "
@@ -557,8 +569,7 @@ def write_report(config, workdir: str, docs_dir: Optional[str] = None, wall_time
   runs = collect_runs(workdir)
   expected = len(grid_runs(config))
   require(bool(runs), f"no finished runs under {workdir}; train first (without --report_only)")
-  command = reporting.run_info()["command"].replace(" --report_only", "")
-  table = table_markdown(config, runs, expected, command)
+  table = table_markdown(config, runs, expected)
   with open(os.path.join(workdir, "table.md"), "w") as f:
     f.write(table)
   plot_psf(os.path.join(workdir, "psf_accuracy.png"), runs)

@@ -322,7 +322,7 @@ def make_freeze_train_step(mask, prefixes: Sequence[Path] = (), augment_config=N
     new_state = state.replace(step=state.step + 1, params=merge(new_trainable, frozen), opt_state=opt_state,
                               batch_stats=keep_frozen(batch_stats, state.batch_stats, prefixes))
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return new_state, metrics
 
   return train_step
