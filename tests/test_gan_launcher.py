@@ -1,0 +1,115 @@
+"""experiments/gan.py end to end: the DCGAN, WGAN-GP and ACGAN smoke presets, resume, the docs
+table, and bad input (one line, exit 2)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import gan as gan_config
+from dlbook.errors import DlbookError
+from dlbook.gan import report, train
+from tests.conftest import run_launcher
+
+
+def check_run_dir(workdir, gan):
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  assert results["config"]["gan"] == gan and results["total_steps"] == 4
+  m = results["metrics"]
+  assert np.isfinite(m["final_d_loss"]) and np.isfinite(m["final_g_loss"])
+  assert results["wall_time_s"] > 0 and "command" in results and results["seed"] == 0
+  grid = np.asarray(Image.open(os.path.join(workdir, "samples.png")))
+  assert grid.ndim == 2 and grid.std() > 0  # grey-level grid of digits-sized samples, not blank
+  assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_0000002.png", "step_0000004.png"]
+  assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  with open(os.path.join(workdir, "history.jsonl")) as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == [2, 4]
+  return results
+
+
+@pytest.mark.parametrize("gan", ["dcgan", "wgan_gp", "acgan"])
+def test_smoke_preset_runs_end_to_end(tmp_path, gan):
+  workdir = str(tmp_path / gan)
+  extra = ["--config.eval.classifier_steps=20"] if gan == "acgan" else []
+  proc = run_launcher("experiments.gan", f"--config=configs/gan.py:{gan},smoke", f"--workdir={workdir}", *extra)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "steps/s" in proc.stderr and "ETA" in proc.stderr  # the progress line
+  results = check_run_dir(workdir, gan)
+  m = results["metrics"]
+  if gan == "wgan_gp":
+    assert results["loss"] == "wasserstein" and m["final_gradient_penalty"] > 0
+  if gan == "acgan":
+    assert 0.0 <= m["class_consistency"] <= 1.0 and len(m["class_consistency_per_class"]) == 10
+    assert 1.0 <= m["classifier_score"] <= 10.0 and 0.0 <= m["classifier_test_accuracy"] <= 1.0
+    # one row per class in the grid: 10 rows of 8x8 tiles (+1 px padding), enlarged x7
+    assert Image.open(os.path.join(workdir, "samples.png")).height == 7 * (10 * 9 + 1)
+
+
+def test_resume_after_losing_the_last_checkpoint_repeats_the_run_exactly(tmp_path):
+  config = gan_config.get_config("vanilla,smoke")
+  config.loss = "relativistic"
+  first = str(tmp_path / "a")
+  train.train_and_evaluate(config, first)
+  grid_a = np.asarray(Image.open(os.path.join(first, "samples.png")))
+  losses_a = json.load(open(os.path.join(first, "results.json")))["metrics"]
+  # A kill after the step-2 checkpoint leaves this directory behind (checkpoints are atomic).
+  shutil.rmtree(os.path.join(first, "checkpoints", "4"))
+  os.remove(os.path.join(first, "results.json"))
+  results = train.train_and_evaluate(config, first)
+  assert results["resumed_from_step"] == 2
+  np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(first, "samples.png"))), grid_a)
+  for key in ("final_d_loss", "final_g_loss"):
+    assert results["metrics"][key] == pytest.approx(losses_a[key], rel=1e-6)
+  # the docs table is generated from results.json, and the grid is copied next to it
+  docs = tmp_path / "gan.md"
+  docs.write_text(f"# GANs\n\nintro\n\n{report.BEGIN}\nold\n{report.END}\n\nafter\n")
+  report.update_docs([first], str(docs), str(tmp_path / "figures"))
+  text = docs.read_text()
+  assert "old" not in text and "intro" in text and "after" in text
+  assert f"| vanilla | relativistic | digits" in text and f"{results['wall_time_s'] / 60:.1f} min" in text
+  assert (tmp_path / "figures" / "gan_vanilla_digits.png").exists()
+
+
+def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
+  config = gan_config.get_config("vanilla,smoke")
+  config.num_train_steps = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  config.loss = "minimax"
+  with pytest.raises(DlbookError, match="different config"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"loss": "wasserstein"}, "does not fit gan 'dcgan'"),
+    ({"gan": "biggan"}, "unknown gan 'biggan'"),
+    ({"n_critic": 0}, "n_critic must be a positive"),
+    ({"ada.target": 1.5}, "ada.target must be in"),
+    ({"acgan.aux_fake": "both"}, "unknown acgan.aux_fake"),
+    ({"data.normalization": "standardize"}, "symmetric"),
+])
+def test_bad_config_values_are_named(tmp_path, override, message):
+  config = gan_config.get_config("dcgan,smoke")
+  for key, value in override.items():
+    node = config
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  with pytest.raises(DlbookError, match=message):
+    train.validate_config(config)
+
+
+def test_bad_input_exits_with_one_line(tmp_path):
+  proc = run_launcher("experiments.gan", "--config=configs/gan.py:stylegan,smoke", f"--workdir={tmp_path}")
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1].startswith("error: unknown config argument 'stylegan'") and "wgan_gp" in lines[-1]
+  assert "Traceback" not in proc.stderr
+  proc = run_launcher("experiments.gan", "--config=configs/gan.py:acgan,smoke", f"--workdir={tmp_path}",
+                      "--config.loss=wasserstein")
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: loss 'wasserstein'")
