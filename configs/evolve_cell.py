@@ -23,7 +23,7 @@ def get_config(preset=None):
   c = base_config(preset, "configs/evolve_cell.py")
   c.space = ml_collections.ConfigDict(dict(
       name="cell", ops=("none", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "conv_3x3", "conv_5x5"),
-      num_nodes=4, channels=16, num_stages=2, cells_per_stage=1, distinct_cells=False, conv_impl="patches"))
+      num_nodes=4, channels=16, num_stages=2, cells_per_stage=1, distinct_cells=False, conv_impl="per_individual"))
   if c.preset == "smoke":
     c.space.num_nodes = 3
     c.space.channels = 8

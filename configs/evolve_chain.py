@@ -78,7 +78,7 @@ def get_config(preset=None):
   c = base_config(preset, "configs/evolve_chain.py")
   c.space = ml_collections.ConfigDict(dict(
       name="chain", max_conv=3, filter_choices=(8, 16, 32), kernel_choices=(3, 5), max_dense=2,
-      unit_choices=(32, 64, 128), activations=("relu", "elu", "tanh", "sigmoid"), conv_impl="patches"))
+      unit_choices=(32, 64, 128), activations=("relu", "elu", "tanh", "sigmoid"), conv_impl="per_individual"))
   if c.preset == "smoke":
     c.space.max_conv = 2
     c.space.filter_choices = (4, 8)

@@ -119,7 +119,11 @@ class Evaluation:
 
 
 class PopulationEvaluator:
-  """Fitness of populations: vmapped (compiled once, sharded over devices) or sequential."""
+  """Fitness of populations: vmapped (compiled once, sharded over devices) or sequential.
+
+  Both paths are compiled ahead of time on first use (`compile`), so compile time is separate
+  from run time and a call with other shapes fails instead of silently compiling again.
+  """
 
   def __init__(self, space, num_classes: int, image_shape, tx, *, chunk_size: int, eval_batch_size: int,
                num_devices: int = 0):
@@ -129,34 +133,44 @@ class PopulationEvaluator:
     self.mesh = sharding.data_mesh(num_devices)
     require(self.chunk_size % self.mesh.devices.size == 0,
             f"the evaluated population chunk ({self.chunk_size} individuals) must be divisible by the "
-            f"{self.mesh.devices.size} devices in use; change the population size or num_devices")
-    self.num_traces = 0
+            f"{self.mesh.devices.size} devices in use; change ga.num_offspring or num_devices")
+    self.num_traces = 0  # traces of the vmapped function (a Python counter inside it)
+    self.num_compilations = 0  # XLA compilations of the vmapped function
+    self.compile_seconds = 0.0
     one = make_train_and_evaluate(space, num_classes, tuple(image_shape), tx, eval_batch_size)
 
     def batched(genomes, keys, data):
       self.num_traces += 1  # Python side effect: runs once per trace, never per call
       return jax.vmap(one, in_axes=(0, 0, None))(genomes, keys, data)
 
-    population = NamedSharding(self.mesh, PartitionSpec("data"))
-    replicated = NamedSharding(self.mesh, PartitionSpec())
-    self._batched = jax.jit(batched, in_shardings=(population, population, replicated),
-                            out_shardings=population)
+    self._population = NamedSharding(self.mesh, PartitionSpec("data"))
+    self._replicated = NamedSharding(self.mesh, PartitionSpec())
+    self._batched = jax.jit(batched, in_shardings=(self._population, self._population, self._replicated),
+                            out_shardings=self._population)
     self._single = jax.jit(one)
-    self._population_sharding, self._replicated = population, replicated
+    self._compiled = {}
     self._data_cache = (None, None)
 
   @property
   def num_devices(self) -> int:
     return int(self.mesh.devices.size)
 
-  def compilations(self) -> int:
-    """Entries in the vmapped function's compilation cache."""
-    return int(self._batched._cache_size())
-
   def _placed(self, data):
     if self._data_cache[0] is not data:  # put the (large) arrays on the devices once
       self._data_cache = (data, jax.device_put(data, self._replicated))
     return self._data_cache[1]
+
+  def compile(self, genomes, keys, data, path: str = "vmap"):
+    """Compiles the vmapped (or the single-individual) function for these shapes, once."""
+    if path not in self._compiled:
+      t0 = time.time()
+      if path == "vmap":
+        self._compiled[path] = self._batched.lower(genomes, keys, data).compile()
+        self.num_compilations += 1
+      else:
+        self._compiled[path] = self._single.lower(evolution.take(genomes, 0), keys[0], data).compile()
+      self.compile_seconds += time.time() - t0
+    return self._compiled[path]
 
   def __call__(self, genomes: evolution.Population, keys, data: dict) -> Evaluation:
     """vmap path: chunks of `chunk_size` (the last padded with copies), one compiled call each."""
@@ -167,8 +181,9 @@ class PopulationEvaluator:
     outs = []
     for start in range(0, n, self.chunk_size):
       idx = np.minimum(np.arange(start, start + self.chunk_size), n - 1)
-      chunk = jax.device_put((evolution.take(genomes, idx), keys[idx]), self._population_sharding)
-      outs.append(jax.device_get(self._batched(chunk[0], chunk[1], placed)))
+      chunk = jax.device_put((evolution.take(genomes, idx), keys[idx]), self._population)
+      fn = self.compile(chunk[0], chunk[1], placed, "vmap")
+      outs.append(jax.device_get(fn(chunk[0], chunk[1], placed)))
     out = {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
     return Evaluation(out["fitness"].astype(np.float32), out["train_loss"].astype(np.float32))
 
@@ -176,7 +191,8 @@ class PopulationEvaluator:
     """Reference path: one individual at a time through the same per-individual function."""
     n = evolution.population_size(genomes)
     keys = _key_data(keys)
-    outs = [jax.device_get(self._single(evolution.take(genomes, i), keys[i], data)) for i in range(n)]
+    fn = self.compile(genomes, keys, data, "sequential")
+    outs = [jax.device_get(fn(evolution.take(genomes, i), keys[i], data)) for i in range(n)]
     return Evaluation(np.asarray([o["fitness"] for o in outs], np.float32),
                       np.asarray([o["train_loss"] for o in outs], np.float32))
 
@@ -284,22 +300,23 @@ def plot_architecture(path: str, space, architecture: dict, title: str) -> None:
   import matplotlib.pyplot as plt
   if space.name == "cell":
     cells = architecture["cells"]
-    fig, axes = plt.subplots(len(cells), 1, figsize=(7, 2.6 * len(cells)), squeeze=False)
+    fig, axes = plt.subplots(len(cells), 1, figsize=(1.8 * space.num_nodes, 1.2 * space.num_nodes * len(cells)), squeeze=False)
     for ax, cell in zip(axes[:, 0], cells):
       n = space.num_nodes
       for op, i, j in cell:
         if op == "none":
           continue
-        rad = 0.35 * (j - i - 1) + 0.0001
-        ax.annotate("", xy=(j, 0), xytext=(i, 0), arrowprops=dict(
-            arrowstyle="->", connectionstyle=f"arc3,rad={-rad}", color="tab:blue", shrinkA=12, shrinkB=12))
-        ax.text((i + j) / 2, 0.18 * (j - i - 1) + 0.06, op, ha="center", fontsize=8)
+        rad = 0.3 * (j - i - 1)
+        ax.annotate("", xy=(j - 0.13, 0), xytext=(i + 0.13, 0), arrowprops=dict(
+            arrowstyle="-|>", connectionstyle=f"arc3,rad={-rad}", color="tab:blue", shrinkA=0, shrinkB=0))
+        ax.text((i + j) / 2, rad * (j - i) / 2 + 0.03, op, ha="center", fontsize=8)
       for k in range(n):
         ax.add_patch(plt.Circle((k, 0), 0.12, color="lightgray" if 0 < k < n - 1 else "tab:orange", zorder=3))
         ax.text(k, 0, "in" if k == 0 else ("out" if k == n - 1 else str(k)), ha="center", va="center",
                 fontsize=8, zorder=4)
-      ax.set_xlim(-0.4, n - 0.6)
-      ax.set_ylim(-0.3, 0.25 * n)
+      ax.set_xlim(-0.3, n - 0.7)
+      ax.set_ylim(-0.2, 0.15 * n * (n - 1) / 2 + 0.2)
+      ax.set_aspect("equal")
       ax.axis("off")
   else:
     a = architecture
@@ -427,7 +444,8 @@ def search(config, workdir: str) -> dict:
                     "test_images": len(dataset.test)})
   if f.evaluation == "vmap":
     metrics["fitness_function_traces"] = evaluator.num_traces
-    metrics["fitness_function_compilations"] = evaluator.compilations()
+    metrics["fitness_function_compilations"] = evaluator.num_compilations
+  metrics["compile_seconds"] = evaluator.compile_seconds
   extra = {}
   if space.name == "chain":
     from dlbook.nas.supernet import parameter_count

@@ -21,24 +21,27 @@ sqrt(max fan-in / active fan-in), so an individual's initial weights have the sa
 as chain_cnn's lecun-normal initialisation of the decoded network.
 
 Kernel formulation (measured on XLA CPU, benchmarks/ga_population.py): vmapping `lax.conv` over
-per-individual kernels becomes a grouped convolution that XLA CPU runs several times slower than
-a loop; ``conv_impl="patches"`` writes each conv as image patches (k*k shifted slices) followed
-by an einsum, which vmaps to a batched matmul (the first layer's patches, shared by all
-individuals, are computed once).
+per-individual kernels becomes a grouped convolution that XLA CPU runs several times slower than a
+loop; image patches + einsum vmap to a batched matmul but move k*k times more memory and are slower
+than XLA's own conv even unbatched. The default ``conv_impl="per_individual"`` keeps every
+individual's conv (forward and both gradients) a plain XLA conv through a custom batching rule and
+vectorises everything else.
 """
 
+import functools
 from typing import Sequence, Tuple
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import custom_batching
 
 from dlbook.errors import require
 from dlbook.models.chain_cnn import ACTIVATIONS
 from dlbook.nas import evolution
 
-CONV_IMPLS = ("patches", "xla")
+CONV_IMPLS = ("per_individual", "patches", "xla")
 
 
 def image_patches(x, k: int, stride: int = 1):
@@ -57,12 +60,62 @@ def image_patches(x, k: int, stride: int = 1):
   return jnp.stack(taps, axis=3).reshape(n, out_h, out_w, k * k * c)
 
 
-def conv2d(x, kernel, impl: str = "patches", stride: int = 1):
-  """'SAME' 2-D convolution of NHWC `x` with an HWIO `kernel`, as patches+einsum or `lax.conv`."""
+def _xla_conv(x, kernel, stride: int):
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _per_individual(fn):
+  """`fn` with a batching rule that runs it once per batch member (an unrolled loop of unbatched
+  calls) instead of letting vmap turn it into one batched primitive."""
+  wrapped = custom_batching.custom_vmap(fn)
+
+  @wrapped.def_vmap
+  def rule(axis_size, in_batched, *args):
+    pick = lambda i: [a[i] if b else a for a, b in zip(args, in_batched)]
+    return jnp.stack([wrapped(*pick(i)) for i in range(axis_size)]), True
+
+  return wrapped
+
+
+@functools.lru_cache(maxsize=None)
+def per_individual_conv(stride: int):
+  """'SAME' NHWC conv whose forward and backward stay plain XLA convolutions under `jax.vmap`.
+
+  Vmapping `lax.conv` over per-individual kernels makes a grouped convolution (one group per
+  individual), which XLA CPU runs ~6-8x slower than the same convs one by one
+  (benchmarks/ga_population.py). Here the forward conv and both backward convs (input and kernel
+  gradients) carry a custom batching rule that emits one ordinary conv per individual; all other
+  ops of the network stay vectorised. Outside vmap it is exactly `lax.conv_general_dilated`.
+  """
+  forward = _per_individual(lambda x, w: _xla_conv(x, w, stride))
+  input_grad = _per_individual(lambda g, w, x_zero: jax.vjp(lambda x: _xla_conv(x, w, stride), x_zero)[1](g)[0])
+  kernel_grad = _per_individual(lambda x, g, w_zero: jax.vjp(lambda w: _xla_conv(x, w, stride), w_zero)[1](g)[0])
+
+  @jax.custom_vjp
+  def conv(x, w):
+    return forward(x, w)
+
+  def fwd(x, w):
+    return forward(x, w), (x, w)
+
+  def bwd(res, g):
+    x, w = res
+    return input_grad(g, w, jnp.zeros_like(x)), kernel_grad(x, g, jnp.zeros_like(w))
+
+  conv.defvjp(fwd, bwd)
+  return conv
+
+
+def conv2d(x, kernel, impl: str = "per_individual", stride: int = 1):
+  """'SAME' 2-D convolution of NHWC `x` with an HWIO `kernel` in one of `CONV_IMPLS`:
+  per_individual (default; see `per_individual_conv`), xla (`lax.conv`; grouped under vmap), or
+  patches (image patches + einsum; a batched matmul under vmap)."""
   kh, kw, cin, cout = kernel.shape
+  if impl == "per_individual":
+    return per_individual_conv(int(stride))(x, kernel)
   if impl == "xla":
-    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return _xla_conv(x, kernel, stride)
   return jnp.einsum("nhwk,kc->nhwc", image_patches(x, kh, stride), kernel.reshape(kh * kw * cin, cout))
 
 
@@ -90,7 +143,7 @@ class MaskedConv(nn.Module):
   """Max-size bias-free conv whose kernel is multiplied by a spatial mask."""
   features: int
   kernel_size: int
-  impl: str = "patches"
+  impl: str = "per_individual"
 
   @nn.compact
   def __call__(self, x, kernel_mask):
@@ -110,7 +163,7 @@ class ChainSupernet(nn.Module):
   max_dense: int = 2
   max_units: int = 128
   activations: Tuple[str, ...] = ("relu", "elu", "tanh", "sigmoid")
-  conv_impl: str = "patches"
+  conv_impl: str = "per_individual"
 
   @nn.compact
   def __call__(self, x, arch, train: bool = False):
@@ -152,7 +205,7 @@ class ChainSpace:
   name = "chain"
 
   def __init__(self, max_conv=3, filter_choices=(8, 16, 32, 64), kernel_choices=(3, 5), max_dense=2,
-               unit_choices=(32, 64, 128), activations=("relu", "elu", "tanh", "sigmoid"), conv_impl="patches"):
+               unit_choices=(32, 64, 128), activations=("relu", "elu", "tanh", "sigmoid"), conv_impl="per_individual"):
     require(int(max_conv) >= 1 and int(max_dense) >= 1, "chain space needs max_conv >= 1 and max_dense >= 1")
     require(len(filter_choices) > 0 and all(int(f) > 0 for f in filter_choices),
             f"filter_choices must be positive integers, got {tuple(filter_choices)}")

@@ -1,0 +1,239 @@
+"""Evolutionary NAS: supernets, vmapped vs sequential fitness, device sharding, the launcher."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from tests.conftest import ROOT, run_launcher
+from dlbook import data as data_lib
+from dlbook import models
+from dlbook.errors import DlbookError
+from dlbook.nas import cell_supernet, evolution, evolutionary_nas as enas, supernet
+
+
+def test_conv_formulations_agree_with_lax_conv_under_vmap_and_grad():
+  x = jax.random.normal(jax.random.key(0), (3, 2, 7, 7, 4))
+  w = jax.random.normal(jax.random.key(1), (3, 5, 5, 4, 6))
+  for stride in (1, 2):
+    loss = lambda impl: (lambda x, w: jnp.sum(jnp.sin(supernet.conv2d(x, w, impl, stride))))
+    ref = jax.vmap(jax.value_and_grad(loss("xla"), argnums=(0, 1)))(x, w)
+    for impl in ("per_individual", "patches"):
+      out = jax.jit(jax.vmap(jax.value_and_grad(loss(impl), argnums=(0, 1))))(x, w)
+      for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(out)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # Shared input (the first layer sees the same images for every individual).
+    shared = jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(x[0], w, "per_individual", stride)
+    np.testing.assert_allclose(shared, jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(
+        x[0], w, "xla", stride), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_chain_supernet_individual_equals_decoded_chain_cnn(seed):
+  space = supernet.ChainSpace(max_conv=3, filter_choices=(4, 8), kernel_choices=(1, 3, 5), max_dense=2,
+                              unit_choices=(8, 16))
+  shape = (12, 12, 2)
+  if seed == 0:  # the book's Table 2.1 genome (filters clipped to this small space)
+    genome = space.encode(space.baseline_architecture())
+  else:
+    genome = evolution.take(space.spec.sample(jax.random.key(seed), 1), 0)
+  model = space.model(10)
+  variables = space.init(model, jax.random.key(seed + 10), shape, genome)
+  chain = models.build("chain_cnn", num_classes=10, **space.decode(genome))
+  cut = supernet.slice_to_chain_cnn(space, variables, genome, shape)
+  reference = chain.init(jax.random.key(0), jnp.zeros((1,) + shape))
+  assert jax.tree.map(jnp.shape, reference) == jax.tree.map(jnp.shape, cut)
+  assert supernet.parameter_count(space, genome, shape, 10) == sum(x.size for x in jax.tree.leaves(reference["params"]))
+  x = jax.random.normal(jax.random.key(seed + 20), (5,) + shape)
+  for train in (False, True):
+    kw = dict(mutable=["batch_stats"]) if train else {}
+    a = model.apply(variables, x, space.arch(genome), train=train, **kw)
+    b = chain.apply(cut, x, train=train, **kw)
+    if train:  # the updated BatchNorm statistics agree too
+      (a, sa), (b, sb) = a, b
+      np.testing.assert_allclose(supernet.slice_to_chain_cnn(space, dict(variables, **sa), genome, shape)
+                                 ["batch_stats"]["bn_0"]["mean"], sb["batch_stats"]["bn_0"]["mean"], atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_search_space_inputs_are_checked():
+  space = supernet.ChainSpace(filter_choices=(8, 16), kernel_choices=(3, 5))
+  with pytest.raises(DlbookError, match="conv_kernel.*7.*valid: \\[3, 5\\]"):
+    space.encode(dict(n_conv=1, conv_filters=(8,), conv_kernel=(7,), n_dense=1, dense_units=(32,),
+                      activation="relu"))
+  with pytest.raises(DlbookError, match="odd"):
+    supernet.ChainSpace(kernel_choices=(2, 4))
+  with pytest.raises(DlbookError, match="unknown activations \\['swishy'\\]"):
+    supernet.ChainSpace(activations=("relu", "swishy"))
+  with pytest.raises(DlbookError, match="cell ops"):
+    cell_supernet.CellSpace(ops=("none", "conv_7x7"))
+  with pytest.raises(DlbookError, match="unknown search space 'graph'"):
+    enas.make_space(ml_collections.ConfigDict({"name": "graph"}))
+  with pytest.raises(DlbookError, match="search space 'chain'.*max_layers"):
+    enas.make_space(ml_collections.ConfigDict({"name": "chain", "max_layers": 3}))
+
+
+def test_cell_edge_computes_the_selected_operation():
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+  edge = cell_supernet.Edge(cell_supernet.OPS, 4)
+  onehot = jax.nn.one_hot(cell_supernet.OPS.index("conv_5x5"), len(cell_supernet.OPS))
+  variables = edge.init(jax.random.key(1), x, onehot, False)
+  kernel = variables["params"]["kernel"]
+  bn = variables["params"]["bn"]
+  conv = lambda k: jax.lax.conv_general_dilated(jax.nn.relu(x), k, (1, 1), "SAME",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  bn_eval = lambda y: y / jnp.sqrt(1 + 1e-5) * bn["scale"] + bn["bias"]  # running stats start at 0 / 1
+  expected = {
+      "none": jnp.zeros_like(x), "skip_connect": x,
+      "max_pool_3x3": jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME"),
+      "avg_pool_3x3": (jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
+                       / jax.lax.reduce_window(jnp.ones_like(x), 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1),
+                                               "SAME")),
+      "conv_3x3": bn_eval(conv(kernel[1:4, 1:4])), "conv_5x5": bn_eval(conv(kernel))}
+  for i, op in enumerate(cell_supernet.OPS):
+    out = edge.apply(variables, x, jax.nn.one_hot(i, len(cell_supernet.OPS)), False)
+    np.testing.assert_allclose(out, expected[op], rtol=1e-5, atol=1e-5, err_msg=op)
+  space = cell_supernet.CellSpace(num_nodes=4)
+  assert space.spec.num_genes == 6  # 4 nodes: 6 edges, one op gene each (Fig. 2.2)
+  arch = space.decode(space.encode(space.baseline_architecture()))
+  assert arch["cells"][0][-1] == ("conv_3x3", 2, 3)
+  np.testing.assert_array_equal(space.arch(space.encode(arch))["onehot"][0, 0],
+                                jax.nn.one_hot(cell_supernet.OPS.index("conv_3x3"), 6))
+
+
+def _digits_fitness_data(steps):
+  c = ml_collections.ConfigDict(dict(name="digits", val_fraction=0.2, normalization="standardize"))
+  ds = data_lib.load(c, seed=0)
+  data = enas.make_fitness_data(ds.train.images, ds.train.labels, ds.val.images[:200], ds.val.labels[:200],
+                                batch_size=16, num_steps=steps, seed=0, eval_batch_size=100)
+  return ds, data
+
+
+@pytest.mark.parametrize("space", [
+    supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
+                        unit_choices=(8, 16), activations=("relu", "tanh")),
+    cell_supernet.CellSpace(num_nodes=3, channels=4, num_stages=1),
+], ids=["chain", "cell"])
+def test_vmap_and_loop_agree_and_the_run_compiles_once(space):
+  ds, data = _digits_fitness_data(steps=6)
+  evaluator = enas.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=4,
+                                       eval_batch_size=100, num_devices=1)
+  genomes = space.spec.sample(jax.random.key(0), 6)  # 6 = a full chunk plus a padded one
+  keys = enas.individual_keys(jax.random.key(1), 0, 6)
+  vmapped = evaluator(genomes, keys, data)
+  looped = evaluator.sequential(genomes, keys, data)
+  np.testing.assert_allclose(vmapped.fitness, looped.fitness, atol=1e-6)
+  np.testing.assert_allclose(vmapped.train_loss, looped.train_loss, rtol=1e-4)
+  assert vmapped.fitness.shape == (6,) and np.all((0 <= vmapped.fitness) & (vmapped.fitness <= 1))
+  # A later generation (new genomes, new keys) and another evaluation split reuse the executable.
+  again = evaluator(space.spec.sample(jax.random.key(2), 4), enas.individual_keys(jax.random.key(1), 1, 4),
+                    enas.with_eval_split(data, ds.test.images[:150], ds.test.labels[:150], 100))
+  assert again.fitness.shape == (4,)
+  assert evaluator.num_traces == 1 and evaluator.num_compilations == 1
+  # Different keys give different initial weights (so different training), same keys the same.
+  other = evaluator(genomes, enas.individual_keys(jax.random.key(9), 0, 6), data)
+  assert not np.allclose(other.train_loss, vmapped.train_loss)
+
+
+SHARDING_SCRIPT = r"""
+import json, jax, numpy as np, optax
+from dlbook.nas import supernet, evolutionary_nas as enas
+import tests.test_evolutionary_nas as t
+ds, data = t._digits_fitness_data(steps=4)
+space = supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
+                            unit_choices=(8, 16), activations=("relu", "tanh"))
+genomes = space.spec.sample(jax.random.key(0), 8)
+keys = enas.individual_keys(jax.random.key(1), 0, 8)
+out = {"devices": jax.device_count()}
+for n in (8, 1):
+  ev = enas.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=8, eval_batch_size=100,
+                                num_devices=n)
+  r = ev(genomes, keys, data)
+  out[f"fitness_{n}"] = r.fitness.tolist()
+  out[f"loss_{n}"] = r.train_loss.tolist()
+  g = jax.device_put(genomes, ev._population)
+  out[f"shards_{n}"] = len(g["n_conv"].sharding.device_set)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_population_is_sharded_over_8_devices_and_agrees_with_1():
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.split("RESULT", 1)[1])
+  assert out["devices"] == 8 and out["shards_8"] == 8 and out["shards_1"] == 1
+  np.testing.assert_allclose(out["fitness_8"], out["fitness_1"], atol=1e-6)
+  np.testing.assert_allclose(out["loss_8"], out["loss_1"], rtol=1e-4)
+
+
+def _load(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f)
+
+
+def test_evolve_chain_smoke_runs_and_resumes_after_a_kill(tmp_path):
+  workdir = str(tmp_path / "chain")
+  args = ("--config=configs/evolve_chain.py:smoke", f"--workdir={workdir}")
+  proc = run_launcher("experiments.evolve", *args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "best_fitness=" in proc.stdout
+  results = _load(workdir, "results.json")
+  rows = _load(workdir, "generations.json")
+  m = results["metrics"]
+  best = [r["best_fitness"] for r in rows]
+  assert [r["generation"] for r in rows] == [0, 1, 2] and best == m["best_fitness_per_generation"]
+  assert all(b >= a for a, b in zip(best, best[1:]))  # best fitness never decreases
+  assert m["best_fitness"] == max(max(r["population_fitness"]) for r in rows)
+  assert m["fitness_function_traces"] == 1 and m["fitness_function_compilations"] == 1
+  for name in ("fitness.png", "best_architecture.png", "best_architecture.json", "history.jsonl"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  assert set(results["best_architecture"]) == {"n_conv", "conv_filters", "conv_kernel", "n_dense", "dense_units",
+                                               "activation"}
+  # A kill after generation 1: the last checkpoint and the outputs written later are gone.
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))
+  os.remove(os.path.join(workdir, "results.json"))
+  proc = run_launcher("experiments.evolve", *args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "resumed after generation 1" in proc.stderr
+  resumed = _load(workdir, "results.json")
+  assert resumed["resumed_after_generation"] == 1
+  assert _load(workdir, "generations.json") == rows  # exactly the uninterrupted run
+  assert resumed["metrics"]["best_fitness"] == m["best_fitness"]
+
+
+def test_evolve_cell_smoke_runs(tmp_path):
+  workdir = str(tmp_path / "cell")
+  proc = run_launcher("experiments.evolve", "--config=configs/evolve_cell.py:smoke", f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = _load(workdir, "results.json")
+  cells = results["best_architecture"]["cells"]
+  assert len(cells) == 1 and [tuple(e[1:]) for e in cells[0]] == [(0, 1), (0, 2), (1, 2)]
+  best = results["metrics"]["best_fitness_per_generation"]
+  assert len(best) == 3 and all(b >= a for a, b in zip(best, best[1:]))
+  assert os.path.getsize(os.path.join(workdir, "best_architecture.png")) > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--config=configs/evolve_chain.py:tiny",), "unknown preset 'tiny'"),
+    (("--config=configs/evolve_chain.py:smoke", "--config.ga.selection=wheel"), "unknown selection 'wheel'"),
+    (("--config=configs/evolve_cell.py:smoke", "--config.space.ops=('none','conv_9x9')"), "cell ops"),
+    (("--config=configs/evolve_chain.py:smoke", "--config.ga.num_offspring=4"), "num_offspring"),
+])
+def test_evolve_bad_input_exits_with_one_line(tmp_path, args, message):
+  proc = run_launcher("experiments.evolve", *args, f"--workdir={tmp_path / 'w'}")
+  assert proc.returncode == 2
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
