@@ -248,7 +248,7 @@ def latest_step(unit_dir: str) -> int:
 def train_phases(group: Group, plan: List[freezing.Phase], phases: List[int], unit_dir: str, name: str,
                  initial_state, grid_progress: reporting.Progress, grid_done: List[int]):
   """Trains `phases` of `plan` in `unit_dir`, resuming from its latest checkpoint, else from
-  `initial_state()`. Evaluates at the end of every phase. Returns (state, phase records)."""
+  `initial_state()`. Evaluates at the end of every phase. Returns (state, phase records, wall s)."""
   c = group.config
   os.makedirs(unit_dir, exist_ok=True)
   ckpt = checkpoint.Checkpointer(os.path.join(unit_dir, "checkpoints"), int(c.max_checkpoints))

@@ -145,3 +145,41 @@ def test_bad_grid_values_are_user_errors(tmp_path):
   with pytest.raises(DlbookError, match="freeze_fraction 0.5 gives a window of 2 of 3 blocks"):
     c2f.run_grid(config, str(tmp_path / "grid"))
   assert not os.path.exists(tmp_path / "grid" / "data_100")
+
+
+@pytest.mark.slow
+def test_launcher_resumes_after_sigkill_in_the_middle_of_psf(tmp_path):
+  """A real SIGKILL of the launcher during the second PSF window; the rerun finishes with the
+  same per-iteration accuracies and final parameters as an uninterrupted in-process run."""
+  import signal
+  import subprocess
+  import sys
+  import time
+  from tests.conftest import ROOT
+  overrides = ("--config.modes=('psf',)", "--config.train_fractions=(1.0,)", "--config.checkpoint_every_steps=3",
+               "--config.log_every_steps=1")
+  args = [sys.executable, "-m", "experiments.coarse_to_fine", "--config=configs/coarse_to_fine.py:smoke",
+          f"--workdir={tmp_path / 'killed'}", *overrides]
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 500
+  for line in proc.stderr:
+    if "psf_1-4 1/s0 step 11/22" in line:  # fine_2 is fine steps 8-15; step 10 was checkpointed
+      proc.send_signal(signal.SIGKILL)
+      break
+    assert time.time() < deadline
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  unit = tmp_path / "killed" / "data_100" / "seed_0" / "psf_1-4"
+  assert not (unit / "results.json").exists()
+  resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed at step" in resumed.stderr and "(fine_2)" in resumed.stderr
+  reference = c2f.run_grid(psf_config(), str(tmp_path / "reference"))["runs"][0]
+  again = json.loads((unit / "results.json").read_text())
+  for key in ("test_accuracy", "test_loss"):
+    assert [it[key] for it in again["iterations"]] == [it[key] for it in reference["iterations"]]
+  a, b = final_params(tmp_path / "reference" / "data_100" / "seed_0" / "psf_1-4"), final_params(unit)
+  for name in a:
+    for leaf in a[name]:
+      np.testing.assert_array_equal(a[name][leaf], b[name][leaf])
