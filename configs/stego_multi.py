@@ -1,0 +1,20 @@
+"""Multiple secret messages for two receivers (book ch. 8, Tables 8.1-8.3).
+
+  python -m experiments.stego --config=configs/stego_multi.py[:PRESET] --workdir=DIR \
+      [--config.embedding=conventional|early|mid|late] [--config.payload_bpp=2] [--config.seed=1]
+
+The payload is split equally between the two messages (2 bpp = two 4096-bit messages, §8.2.2).
+Presets are those of configs/stego_two_stage.py (smoke / cpu on photos64 / full on CelebA with the
+book's sizes and batch 32); every other key is shared with it.
+"""
+
+from configs.stego_two_stage import base_config, check_preset
+
+
+def get_config(preset=None):
+  c = base_config(check_preset(preset, "stego_multi"))
+  c.method = "multi_message"
+  c.num_messages = 2
+  c.payload_bpp = 2.0
+  c.embedding = "late"
+  return c

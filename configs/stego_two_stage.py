@@ -1,0 +1,105 @@
+"""Two-stage depth-balanced GAN steganography (book ch. 7, Table 7.1), and the shared
+defaults of every steganography experiment (configs/stego_multi.py builds on them).
+
+  python -m experiments.stego --config=configs/stego_two_stage.py[:PRESET] --workdir=DIR \
+      [--config.payload_bpp=2] [--config.seed=1] [--config.data.name=dicom64] [--config.method=gsivat|lsb]
+
+Presets (the config argument):
+- smoke: 4 GAN steps and 3 XuNet steps on a few photos64 covers with tiny networks; seconds. For tests.
+- cpu (default): photos64 covers (64×64 crops of the photographs bundled with scikit-image and
+  scikit-learn; ``data.name=dicom64`` or ``fashion_mnist`` also work), narrowed networks (sizes in
+  docs/stego_table_7_1.md), 2000 GAN steps + 600 XuNet steps; about 25-30 min on 2 CPU cores shared with other jobs.
+- full: the book's sizes (FC 12288 -> 8192, DCGAN widths, extractor/steganalyzer down to 4×4×256, global
+  FC heads), Adam lr 2e-4, batch 32, CelebA 64×64 through TFDS (``tfds:celeb_a``, prepared under
+  data.data_dir), the §8.3.2 XuNet split (2000/1000/500 pairs). For accelerators.
+
+Config keys use the book's terms: ``payload_bpp`` (capacity, bits per pixel), ``stage1_depth`` (the
+split between the two stage depths: transposed convolutions in stage 1; 2 = 16×16 C_R), ``loss.lambda_g``
+/ ``lambda_d`` / ``lambda_s`` (λ_G, λ_D, λ_S of Eq. 7.7), ``loss.cr_target`` (Eq. 7.6: 'stego' = d(C, S)
+as printed, 'reconstruction' = d(C, C_R)).
+"""
+
+import ml_collections
+
+PRESETS = ("smoke", "cpu", "full")
+
+
+def check_preset(preset, name):
+  preset = preset or "cpu"
+  if preset not in PRESETS:
+    from dlbook.errors import DlbookError
+    raise DlbookError(f"unknown preset {preset!r} for configs/{name}.py; valid: {', '.join(PRESETS)}")
+  return preset
+
+
+def base_config(preset: str) -> ml_collections.ConfigDict:
+  """Defaults shared by every stego experiment, at the sizes of `preset`."""
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 0
+  c.method = "two_stage"  # two_stage | multi_message | gsivat | lsb
+  c.payload_bpp = 1.0
+  c.num_messages = 1
+  c.embedding = "late"  # multi_message: conventional | early | mid | late
+  c.stage1_depth = 2  # two_stage: transposed convs in stage 1 (0..3); stage 2 gets the other 4 - depth
+  c.lsb_key = 0  # seed of the LSB embedding order
+  c.data = ml_collections.ConfigDict(dict(
+      name="photos64", data_dir=None, image_size=64, channels=3, normalization="symmetric",
+      val_fraction=0.0, train_fraction=1.0, split_seed=0, limit_train=0, limit_test=0))
+  c.generator = ml_collections.ConfigDict(dict(channels=(16, 16, 32, 32), cover_shortcut=True))
+  c.extractor = ml_collections.ConfigDict(dict(channels=(16, 32, 32, 32), head_side=16))
+  c.steganalyzer = ml_collections.ConfigDict(dict(channels=(8, 16, 32, 64)))
+  c.loss = ml_collections.ConfigDict(dict(
+      lambda_g=20.0, lambda_d=1.0, lambda_s=0.01, distance="mse", cr_target="stego", split_stages=True,
+      quantize=True, lambda_g_start=1.0, lambda_g_ramp=(300, 1500)))
+  # CPU presets: lr 1e-3 with a cosine decay to 5e-5 (the book's constant 2e-4 in `full`).
+  c.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, final_learning_rate=5e-5, b1=0.5, b2=0.999))
+  c.batch_size = 16
+  c.eval_batch_size = 128
+  c.num_train_steps = 2000
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 250
+  c.max_checkpoints = 2
+  c.xunet = ml_collections.ConfigDict(dict(
+      enabled=True, channels=(8, 16, 32, 64, 128), num_train_steps=600, batch_pairs=16, learning_rate=1e-3,
+      eval_every_steps=100, limits=(2000, 1000, 500)))
+
+  if preset == "smoke":
+    c.data.limit_train = 64
+    c.data.limit_test = 16
+    c.generator.channels = (4, 4, 8, 8)
+    c.extractor.channels = (4, 8, 8, 8)
+    c.steganalyzer.channels = (4, 4, 8, 8)
+    c.loss.lambda_g_ramp = (1, 3)
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.num_train_steps = 4
+    c.log_every_steps = 2
+    c.checkpoint_every_steps = 2
+    c.xunet.channels = (2, 4, 4, 8, 8)
+    c.xunet.num_train_steps = 3
+    c.xunet.batch_pairs = 8
+    c.xunet.eval_every_steps = 3
+  elif preset == "full":
+    c.data.name = "tfds:celeb_a"
+    c.generator.channels = (512, 256, 128, 64)  # FC 12288 -> 8192 = 4x4x512, §8.2.2
+    c.generator.cover_shortcut = False  # the book's form
+    c.extractor.channels = (32, 64, 128, 256)  # down to 4x4x256, §8.2.3
+    c.extractor.head_side = 0  # the book's global FC head
+    c.steganalyzer.channels = (32, 64, 128, 256)
+    c.optimizer.learning_rate = 2e-4  # §7.4.1, §8.3.1
+    c.optimizer.final_learning_rate = -1.0  # constant
+    c.batch_size = 32  # §8.3.1
+    c.eval_batch_size = 500
+    c.num_train_steps = 60000 // 32 * 20  # 20 epochs of the 60k-image training set
+    c.loss.lambda_g_ramp = (5000, 20000)
+    c.log_every_steps = 200
+    c.checkpoint_every_steps = 2000
+    c.xunet.num_train_steps = 20000
+    c.xunet.batch_pairs = 32
+    c.xunet.eval_every_steps = 500
+  return c
+
+
+def get_config(preset=None):
+  return base_config(check_preset(preset, "stego_two_stage"))
