@@ -20,6 +20,7 @@ are first divided by `data_range` and centred per image, which keeps SSIM within
 skimage's float64 result (tests pin 1e-4).
 """
 
+import functools
 from typing import Tuple
 
 import jax
@@ -67,9 +68,13 @@ def psnr(a, b, data_range: float = 255.0, per_image: bool = False):
   not the PSNR of the pooled MSE.
   """
   a, b, batched = _as_nhwc(a, b)
+  return _reduce(_psnr_values(a, b, float(data_range)), batched, per_image)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _psnr_values(a, b, data_range):
   mse = jnp.mean((a - b) ** 2, axis=(1, 2, 3))
-  values = 10.0 * jnp.log10(data_range ** 2 / mse)
-  return _reduce(values, batched, per_image)
+  return 10.0 * jnp.log10(data_range ** 2 / mse)
 
 
 def gaussian_window(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE) -> np.ndarray:
@@ -101,9 +106,15 @@ def ssim(a, b, data_range: float = 255.0, per_image: bool = False):
   is averaged, like ``channel_axis=-1`` in skimage.
   """
   a, b, batched = _as_nhwc(a, b)
-  window = gaussian_window()
-  require(min(a.shape[1:3]) >= window.shape[0],
-          f"SSIM needs images of at least {window.shape[0]}x{window.shape[0]} pixels, got {a.shape[1:3]}")
+  size = 2 * int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1
+  require(min(a.shape[1:3]) >= size, f"SSIM needs images of at least {size}x{size} pixels, got {a.shape[1:3]}")
+  return _reduce(_ssim_values(a, b, float(data_range)), batched, per_image)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _ssim_values(a, b, data_range):
+  """Per-image SSIM of NHWC float arrays."""
+  window = jnp.asarray(gaussian_window(), a.dtype)
   # Scale to [0, 1] and centre per image: SSIM is invariant to a common shift, and this keeps
   # E[x²] − E[x]² accurate in float32.
   a, b = a / data_range, b / data_range
@@ -117,8 +128,7 @@ def ssim(a, b, data_range: float = 255.0, per_image: bool = False):
   # The luminance term uses the unshifted means.
   mx, my = ux + shift, uy + shift
   s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-  values = jnp.mean(jnp.mean(s, axis=(1, 2)), axis=-1)  # per-channel mean, then channel average
-  return _reduce(values, batched, per_image)
+  return jnp.mean(jnp.mean(s, axis=(1, 2)), axis=-1)  # per-channel mean, then channel average
 
 
 def bits_per_pixel(num_bits: int, height: int, width: int) -> float:

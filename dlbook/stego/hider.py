@@ -127,7 +127,7 @@ def build(name: str, hidden: int, payload_bpp: int) -> Hider:
 def init_params(model: Hider, key) -> dict:
   cover = jnp.zeros((1, TILE, TILE, 3))
   bits = jnp.zeros((1, TILE, TILE, model.payload_bpp))
-  return model.init(key, cover, bits)["params"]
+  return jax.jit(model.init)(key, cover, bits)["params"]  # jitted: eager init compiles op by op
 
 
 # ----------------------------------------------------------------------------- saved models

@@ -191,6 +191,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   meta.update(rs_parity=rs_parity, rs_parity_rule=f"payload.choose_parity(bit_error_rate_p95, margin={config.rs_margin})",
               measured=dict(ev), trained_on=config.data.name, num_params=num_params)
   ev["rs_parity"] = rs_parity
+  # Above 128 the margin rule cannot be met: a single copy of a long message may not decode.
+  ev["rs_parity_needed"] = payload.parity_needed(ev["bit_error_rate_p95"], float(config.rs_margin))
   ev["rs_code_rate"] = (255 - rs_parity) / 255
   ev["net_bpp_single_copy"] = ev["bpp"] * ev["rs_code_rate"]
   ev["message_bytes_512x512"] = payload.capacity_bytes(512 * 512 * model.bpp, rs_parity)

@@ -225,15 +225,20 @@ def unpack(logits, passphrase: Optional[str] = None) -> bytes:
   return payload
 
 
-def choose_parity(bit_error_rate: float, margin: float = 3.0) -> int:
-  """RS parity bytes per 255-byte codeword for a raw (single-copy) bit error rate.
+def parity_needed(bit_error_rate: float, margin: float = 3.0) -> int:
+  """RS parity bytes per 255-byte codeword that a raw (single-copy) bit error rate calls for.
 
   Expected byte errors per codeword are e = 255·(1 − (1 − p)^8); a codeword corrects
-  parity/2 of them. The parity is ⌈2·margin·e + 2·(3√e)⌉ (margin × the mean plus three
-  standard deviations of a Poisson count), at least 16 and even, at most 128.
+  parity/2 of them. The parity is ⌈2·margin·e + 2·(3√e)⌉ rounded up to even: margin × the
+  mean plus three standard deviations of a Poisson count. Unbounded: above 128 no RS code
+  here can carry a single copy reliably.
   """
   require(0 <= bit_error_rate < 0.5, f"bit error rate must be in [0, 0.5), got {bit_error_rate}")
   e = 255 * (1 - (1 - bit_error_rate) ** 8)
   parity = int(np.ceil(2 * margin * e + 6 * np.sqrt(e)))
-  parity += parity % 2
-  return int(min(128, max(16, parity)))
+  return parity + parity % 2
+
+
+def choose_parity(bit_error_rate: float, margin: float = 3.0) -> int:
+  """`parity_needed` clipped to [16, 128], the parity a model is exported with."""
+  return int(min(128, max(16, parity_needed(bit_error_rate, margin))))
