@@ -8,6 +8,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+sys.modules.setdefault("conftest", sys.modules[__name__])  # `from conftest import ...` works too
 
 
 def pytest_configure(config):
