@@ -6,10 +6,10 @@ The trained model is exported to DIR/model (params.npz, config.json, results.jso
 shipped one in dlbook/assets/stego/default was made with the `cpu` preset (its command.txt
 gives the exact command). Presets:
 - smoke: 20 steps of 8 crops, 16 test tiles; seconds. For tests.
-- cpu (default): photos64, dense encoder/decoder with 32 channels at 1 bpp, 2,400 steps of
-  16 random 32×32 crops; about 25 min on 2 shared CPU cores.
+- cpu (default): photos64, basic encoder/decoder with 32 channels at 1 bpp, 2,400 steps of
+  16 random 32×32 crops; 8-25 min on 2 shared CPU cores (depending on their load).
 - full: 64×64 crops, 48 channels, batch 32, 40,000 steps; for accelerators.
-`--config.model.payload_bpp=2` (or 3) and `--config.model.architecture=basic` train the
+`--config.model.payload_bpp=2` (or 3) and `--config.model.architecture=dense` train the
 candidates compared in docs/stego_tool.md.
 """
 
@@ -27,7 +27,7 @@ def get_config(preset=None):
   c.preset = preset
   c.seed = 0
   c.data = ml_collections.ConfigDict(dict(name="photos64", normalization="symmetric", data_dir=None))
-  c.model = ml_collections.ConfigDict(dict(architecture="dense", hidden=32, payload_bpp=1))
+  c.model = ml_collections.ConfigDict(dict(architecture="basic", hidden=32, payload_bpp=1))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, schedule="cosine", final_learning_rate=1e-5, warmup_steps=100,
       b1=0.9, b2=0.999, weight_decay=0.0, grad_clip_norm=1.0))

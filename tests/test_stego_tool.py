@@ -143,8 +143,9 @@ def test_clean_image_and_wrong_model_give_no_message(model, photo_png, tmp_path,
   out = str(tmp_path / "stego.png")
   assert run_cli(capsys, "hide", "--cover", photo_png, "--message", MESSAGE, "--out", out)[0] == 0
   other = str(tmp_path / "other_model")
-  meta = dict(model.meta)
-  hider.save_model(other, hider.init_params(model.module, jax.random.key(123)), meta)
+  rng = np.random.default_rng(123)  # same architecture, other weights
+  weights = jax.tree.map(lambda x: rng.normal(0, float(np.std(x)) + 1e-2, x.shape).astype(np.float32), model.params)
+  hider.save_model(other, weights, dict(model.meta))
   code, text, err = run_cli(capsys, "reveal", "--image", out, "--model", other)
   assert code == cli.EXIT_NO_MESSAGE and text == "" and "no message found" in err
 

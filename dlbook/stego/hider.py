@@ -24,6 +24,7 @@ copied unchanged, so the output has exactly the cover's size. A cover smaller th
 tile holds nothing.
 """
 
+import functools
 import json
 import os
 from typing import Dict, Optional, Tuple
@@ -124,10 +125,21 @@ def build(name: str, hidden: int, payload_bpp: int) -> Hider:
   return HIDERS.get(name)(hidden=int(hidden), payload_bpp=int(payload_bpp))
 
 
-def init_params(model: Hider, key) -> dict:
+@functools.lru_cache(maxsize=None)
+def compiled(hidden: int, payload_bpp: int, dense: bool):
+  """(module, init, hide, reveal) with the jitted functions shared by every model of this shape,
+  so loading a model again (or another model of the same shape) does not recompile."""
+  module = Hider(hidden=hidden, payload_bpp=payload_bpp, dense=dense)
   cover = jnp.zeros((1, TILE, TILE, 3))
-  bits = jnp.zeros((1, TILE, TILE, model.payload_bpp))
-  return jax.jit(model.init)(key, cover, bits)["params"]  # jitted: eager init compiles op by op
+  bits = jnp.zeros((1, TILE, TILE, payload_bpp))
+  init = jax.jit(lambda key: module.init(key, cover, bits)["params"])
+  hide = jax.jit(lambda p, c, b: module.apply({"params": p}, c, b, method=Hider.hide))
+  reveal = jax.jit(lambda p, s: module.apply({"params": p}, s, method=Hider.reveal))
+  return module, init, hide, reveal
+
+
+def init_params(model: Hider, key) -> dict:
+  return compiled(model.hidden, model.payload_bpp, model.dense)[1](key)
 
 
 # ----------------------------------------------------------------------------- saved models
@@ -144,8 +156,7 @@ class HidingModel:
     self.module = build(meta["architecture"], meta["hidden"], meta["payload_bpp"])
     self.bpp = int(meta["payload_bpp"])
     self.rs_parity = int(meta["rs_parity"])
-    self._hide = jax.jit(lambda p, c, b: self.module.apply({"params": p}, c, b, method=Hider.hide))
-    self._reveal = jax.jit(lambda p, s: self.module.apply({"params": p}, s, method=Hider.reveal))
+    _, _, self._hide, self._reveal = compiled(self.module.hidden, self.module.payload_bpp, self.module.dense)
 
   def hide_tiles(self, tiles: np.ndarray, bits: np.ndarray, chunk: int = 16) -> np.ndarray:
     """uint8 tiles [T,64,64,3] + bits [T,64,64,bpp] -> uint8 stego tiles."""
