@@ -1,0 +1,83 @@
+"""DARTS architecture search (book ch. 3; SPEC §2) with the paper's bilevel hyperparameters.
+
+  python -m experiments.darts_search --config=configs/darts_search.py[:PRESET] --workdir=DIR [--config.key=value]
+
+Writes genotype.json, normal.png / reduce.png (the derived cells), alphas.png, curves.png, TensorBoard
+events and results.json into DIR; rerunning the same command resumes from the latest checkpoint.
+
+Presets (the config argument):
+- smoke: sklearn digits (8x8), a 3-cell supernet with 2 nodes per cell and 4 channels, 1 epoch of 4
+  steps, second order; compiles and runs in about a minute on 2 shared cores. For tests.
+- cpu (default): Fashion-MNIST (28x28) from the Debian package, 10,000 training images split 5,000 /
+  5,000 between w and alpha, a 5-cell supernet with C=8 (4 nodes, all 8 ops), batch 64, 10 epochs,
+  first order; see docs/darts.md for the measured ETA (about 2 h on 2 cores).
+- full: the paper's search: CIFAR-10 through TFDS (prepared under data.data_dir), 25,000 / 25,000,
+  the 8-cell C=16 supernet, batch 64, 50 epochs, second order (DARTS V2), for accelerators.
+
+Hyperparameters from the paper (all presets): w by SGD momentum 0.9, lr 0.025 cosine to 0.001, weight
+decay 3e-4, gradient clipping 5; alpha by Adam lr 3e-4, betas (0.5, 0.999), weight decay 1e-3.
+`hessian` = exact (jax.grad through the unrolled step) | finite_difference (the reference's).
+"""
+
+import ml_collections
+
+PRESETS = ("smoke", "cpu", "full")
+
+
+def get_config(preset=None):
+  preset = preset or "cpu"
+  if preset not in PRESETS:
+    from dlbook.errors import DlbookError
+    raise DlbookError(f"unknown preset {preset!r} for configs/darts_search.py; valid: {', '.join(PRESETS)}")
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 2  # the reference's default search seed
+  c.data = ml_collections.ConfigDict(dict(
+      name="fashion_mnist", data_dir=None, train_fraction=1.0, val_fraction=0.5, split_seed=0,
+      image_size=0, channels=0, normalization="standardize", limit_train=10000, limit_test=0,
+      augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=0)))
+  c.model = ml_collections.ConfigDict(dict(init_channels=8, layers=5, steps=4, multiplier=4, stem_multiplier=3,
+                                           conv_impl="shift"))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd", learning_rate=0.025, schedule="cosine", final_learning_rate=0.001, warmup_steps=0,
+      momentum=0.9, nesterov=False, weight_decay=3e-4, grad_clip_norm=5.0))
+  c.arch_optimizer = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=3e-4, schedule="constant", warmup_steps=0, b1=0.5, b2=0.999, weight_decay=1e-3,
+      grad_clip_norm=0.0))
+  c.order = 1  # 1: first-order DARTS; 2: second order (Eq. 3.6)
+  c.hessian = "exact"
+  c.batch_size = 64
+  c.eval_batch_size = 500
+  c.eval_examples = 2000  # supernet evaluation on the first examples of the alpha half (0: all)
+  c.num_epochs = 10
+  c.num_train_steps = 0  # 0: derived from num_epochs
+  c.log_every_steps = 10
+  c.checkpoint_every_steps = 50
+  c.eval_every_epochs = 2
+  c.max_checkpoints = 3
+
+  if preset == "smoke":
+    c.data.name = "digits"
+    c.data.limit_train = 0
+    c.data.augment.crop_pad = 1
+    c.model.update(init_channels=4, layers=3, steps=2, multiplier=2)
+    c.order = 2
+    c.batch_size = 32
+    c.eval_batch_size = 128
+    c.eval_examples = 0
+    c.num_train_steps = 4
+    c.log_every_steps = 2
+    c.checkpoint_every_steps = 2
+    c.eval_every_epochs = 1
+  elif preset == "full":
+    c.data.name = "tfds:cifar10"
+    c.data.limit_train = 0
+    c.data.augment = ml_collections.ConfigDict(dict(crop_pad=4, flip=True, rotation=0.0, cutout=0))
+    c.model.update(init_channels=16, layers=8)
+    c.order = 2
+    c.num_epochs = 50
+    c.eval_examples = 0
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 500
+    c.eval_every_epochs = 5
+  return c

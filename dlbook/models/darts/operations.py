@@ -1,0 +1,368 @@
+"""DARTS candidate operations (book ch. 3, Table 3.1 plus `none`; SPEC §2), after quark0/darts
+`cnn/operations.py`: an `OPS` dict from op name to constructor `(C, stride, affine) -> module`.
+
+Every module is called as `op(x, train)` on NHWC arrays. Choices where the book is silent follow the
+reference: sep_conv = 2 x [ReLU, depthwise conv, pointwise conv, BN]; dil_conv = 1 x [ReLU, dilated
+depthwise conv, pointwise conv, BN]; skip_connect in a reduction cell is a factorized reduce; padding
+is the reference's symmetric explicit padding; BatchNorm has PyTorch's momentum 0.1 (flax 0.9) and
+eps 1e-5; conv and dense kernels use PyTorch's default init, U(+-1/sqrt(fan_in)).
+
+**Kernel formulation (`conv_impl`).** A depthwise conv followed by a pointwise conv is linear, so it
+equals ONE dense conv whose kernel is K[y, x, i, o] = dw[y, x, i] * pw[i, o]. On CPU, XLA runs that
+dense conv (an im2col-free GEMM-backed kernel) several times faster than a grouped conv
+(`feature_group_count`) or a depthwise conv written as k*k shifted multiply-adds, although it does k*k
+times more multiply-adds; `benchmarks/darts_step.py --conv_impls=...` measures the three. The
+parameters are the same in all three (a depthwise and a pointwise kernel, as in the reference), so
+parameter counts, checkpoints and gradients do not depend on the choice; outputs agree to float
+rounding.
+"""
+
+import functools
+from typing import Callable, Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from dlbook.errors import require
+
+PRIMITIVES = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+CONV_IMPLS = ("dense", "grouped", "shift")
+DEFAULT_CONV_IMPL = "dense"
+
+# PyTorch's default conv/linear init (kaiming_uniform with a=sqrt(5)) is U(+-1/sqrt(fan_in)).
+torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def check_conv_impl(conv_impl: str) -> None:
+  require(conv_impl in CONV_IMPLS, f"unknown conv_impl {conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
+
+
+def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1, groups: int = 1):
+  """NHWC x HWIO convolution with PyTorch-style symmetric padding."""
+  return lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
+                                  rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                  feature_group_count=groups)
+
+
+def output_size(size: int, kernel_size: int, stride: int, padding: int, dilation: int = 1) -> int:
+  return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def _pad_spatial(x, lo_h: int, hi_h: int, lo_w: int, hi_w: int, value=0.0, interior: int = 0):
+  config = [(0, 0, 0), (lo_h, hi_h, interior), (lo_w, hi_w, interior)] + [(0, 0, 0)] * (x.ndim - 3)
+  return lax.pad(x, jnp.asarray(value, x.dtype), config)
+
+
+def _window(xp, i: int, j: int, stride: int, out_h: int, out_w: int):
+  """xp[:, i + q*stride, j + r*stride] for q < out_h, r < out_w."""
+  return xp[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride]
+
+
+def windows(x, kernel_size: int, stride: int, padding: int, dilation: int = 1, pad_value=0.0):
+  """The k*k shifted (strided, dilated) views of `x` [N, H, W, ...] padded by `padding`, one per kernel
+  tap in row-major order, each [N, H_out, W_out, ...]. XLA fuses a sum over them into one loop."""
+  k, d = kernel_size, dilation
+  out_h = output_size(x.shape[1], k, stride, padding, d)
+  out_w = output_size(x.shape[2], k, stride, padding, d)
+  xp = _pad_spatial(x, padding, padding, padding, padding, pad_value) if padding else x
+  return [_window(xp, i * d, j * d, stride, out_h, out_w) for i in range(k) for j in range(k)]
+
+
+def transposed_windows(dy, in_h: int, in_w: int, kernel_size: int, stride: int, padding: int, dilation: int = 1,
+                       pad_value=0.0):
+  """The gather form of the transpose of `windows`: views T_t of dy (upsampled by the stride, padded) such
+  that sum_t f(windows(x)[t]) has input cotangent sum_t f'(T_{k*k-1-t}), each [N, in_h, in_w, ...].
+
+  In 1-D, y[q] = sum_i w_i x[q s + i d - p] gives dx[r] = sum_i w_i A[r + (k-1-i) d] with A the
+  stride-upsampled dy shifted by (k-1) d - p. A sum of gathers from one padded array runs as one fast
+  fused loop; the scatter form autodiff produces (a sum of k*k pads) runs several times slower."""
+  k, s, d = kernel_size, stride, dilation
+  lo = (k - 1) * d - padding
+  hi_h = in_h + (k - 1) * d - lo - ((dy.shape[1] - 1) * s + 1)
+  hi_w = in_w + (k - 1) * d - lo - ((dy.shape[2] - 1) * s + 1)
+  a = _pad_spatial(dy, lo, hi_h, lo, hi_w, pad_value, interior=s - 1)
+  return [_window(a, i * d, j * d, 1, in_h, in_w) for i in range(k) for j in range(k)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def depthwise_conv(x, kernel, stride: int, padding: int, dilation: int):
+  """Depthwise conv as k*k shifted multiply-adds; `kernel` is [k, k, 1, C]. Its gradient is written in
+  gather form (`transposed_windows`), which is differentiable again (second-order DARTS)."""
+  k = kernel.shape[0]
+  taps = kernel.reshape(k * k, kernel.shape[-1])
+  y = 0.0
+  for t, window in enumerate(windows(x, k, stride, padding, dilation)):
+    y = y + window * taps[t]
+  return y
+
+
+def _depthwise_conv_fwd(x, kernel, stride, padding, dilation):
+  return depthwise_conv(x, kernel, stride, padding, dilation), (x, kernel)
+
+
+def _depthwise_conv_bwd(stride, padding, dilation, residuals, dy):
+  x, kernel = residuals
+  k = kernel.shape[0]
+  taps = kernel.reshape(k * k, kernel.shape[-1])
+  dx = 0.0
+  for t, view in enumerate(transposed_windows(dy, x.shape[1], x.shape[2], k, stride, padding, dilation)):
+    dx = dx + view * taps[k * k - 1 - t]
+  # einsum (a dot_general) measured ~2x faster than jnp.sum(window * dy, (0, 1, 2)) on XLA CPU.
+  d_taps = [jnp.einsum("nhwc,nhwc->c", window, dy) for window in windows(x, k, stride, padding, dilation)]
+  return dx, jnp.stack(d_taps).reshape(kernel.shape)
+
+
+depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
+
+
+def pointwise(x, kernel):
+  """1x1 conv as one matmul over all pixels; `kernel` is [C, C_out]."""
+  return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(x.shape[:-1] + (kernel.shape[-1],))
+
+
+def max_pool_3x3(x, stride: int):
+  """3x3 max pooling with padding 1 (padding never wins) on [N, H, W, ...]; the gradient goes to the
+  first maximum in row-major order, as PyTorch's. Custom gradient in gather form: XLA CPU's
+  `reduce_window` max and its `select_and_scatter` gradient run about 5x slower here."""
+  return _max_pool_3x3(x, stride, x.shape[1], x.shape[2])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_3x3(x, stride, in_h, in_w):
+  return _max_pool_fwd(x, stride, in_h, in_w)[0]
+
+
+def _max_pool_fwd(x, stride, in_h, in_w):
+  taps = windows(x, 3, stride, 1, pad_value=-jnp.inf)
+  best = taps[0]
+  for t in taps[1:]:
+    best = jnp.maximum(best, t)
+  first = jnp.full(best.shape, len(taps) - 1, jnp.int8)
+  for t in range(len(taps) - 2, -1, -1):
+    first = jnp.where(taps[t] == best, jnp.int8(t), first)
+  return best, first
+
+
+def _max_pool_bwd(stride, in_h, in_w, first, dy):
+  grads = transposed_windows(dy, in_h, in_w, 3, stride, 1)
+  owners = transposed_windows(first, in_h, in_w, 3, stride, 1, pad_value=-1)
+  dx = 0.0
+  for t, (g, owner) in enumerate(zip(grads, owners)):
+    dx = dx + jnp.where(owner == 8 - t, g, 0.0)
+  return (dx,)
+
+
+_max_pool_3x3.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def avg_pool_3x3(x, stride: int):
+  """3x3 average pooling, padding 1, padding excluded from the count (`count_include_pad=False`)."""
+  ones = np.ones((x.shape[1] + 2, x.shape[2] + 2), np.float32)
+  ones[0], ones[-1], ones[:, 0], ones[:, -1] = 0, 0, 0, 0
+  out_h, out_w = output_size(x.shape[1], 3, stride, 1), output_size(x.shape[2], 3, stride, 1)
+  count = sum(ones[i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride]
+              for i in range(3) for j in range(3))  # real pixels per window, computed at trace time
+  inv_count = jnp.asarray((1.0 / count).reshape((1, out_h, out_w) + (1,) * (x.ndim - 3)))
+  ones_kernel = jnp.ones((3, 3, 1, x.shape[-1]), x.dtype)
+  return depthwise_conv(x, ones_kernel, stride, 1, 1) * inv_count
+
+
+def batch_norm(train: bool, affine: bool, name=None) -> nn.BatchNorm:
+  """BatchNorm with PyTorch's defaults (momentum 0.1 == flax 0.9, eps 1e-5); batch statistics in training."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=affine,
+                      use_bias=affine, name=name)
+
+
+class DepthwisePointwise(nn.Module):
+  """Depthwise k x k conv (stride, dilation) then a 1x1 conv to `features`; no nonlinearity between.
+
+  Parameters `depthwise` [k, k, 1, C] and `pointwise` [1, 1, C, features], as the reference's two
+  bias-free `nn.Conv2d`. `conv_impl` picks the formulation (module docstring)."""
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  dilation: int = 1
+  conv_impl: str = DEFAULT_CONV_IMPL
+
+  @nn.compact
+  def __call__(self, x):
+    c, k = x.shape[-1], self.kernel_size
+    dw = self.param("depthwise", torch_default_init, (k, k, 1, c))
+    pw = self.param("pointwise", torch_default_init, (1, 1, c, self.features))
+    if self.conv_impl == "dense":
+      kernel = dw[:, :, 0, :, None] * pw[0, 0][None, None]  # [k, k, C, features]
+      return conv2d(x, kernel, self.stride, self.padding, self.dilation)
+    if self.conv_impl == "grouped":
+      y = conv2d(x, dw, self.stride, self.padding, self.dilation, groups=c)
+    else:
+      check_conv_impl(self.conv_impl)
+      y = depthwise_conv(x, dw, self.stride, self.padding, self.dilation)
+    return pointwise(y, pw[0, 0])
+
+
+class Stem(nn.Module):
+  """3x3 conv (no bias) -> affine BN: the CIFAR stem of both DARTS networks."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Conv(self.features, (3, 3), 1, [(1, 1), (1, 1)], use_bias=False, kernel_init=torch_default_init,
+                name="conv")(x)
+    return batch_norm(train, True, "bn")(x)
+
+
+class ReLUConvBN(nn.Module):
+  """ReLU -> conv (no bias) -> BN."""
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  padding: int = 0
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    k = self.kernel_size
+    x = nn.Conv(self.features, (k, k), self.stride, [(self.padding, self.padding)] * 2, use_bias=False,
+                kernel_init=torch_default_init, name="conv")(nn.relu(x))
+    return batch_norm(train, self.affine, "bn")(x)
+
+
+class DilConv(nn.Module):
+  """ReLU -> dilated depthwise conv -> pointwise conv -> BN."""
+  features: int
+  kernel_size: int
+  stride: int
+  padding: int
+  dilation: int
+  affine: bool = True
+  conv_impl: str = DEFAULT_CONV_IMPL
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = DepthwisePointwise(self.features, self.kernel_size, self.stride, self.padding, self.dilation,
+                           self.conv_impl, name="conv")(nn.relu(x))
+    return batch_norm(train, self.affine, "bn")(x)
+
+
+class SepConv(nn.Module):
+  """Two stacked [ReLU -> depthwise conv -> pointwise conv -> BN]; only the first has the stride."""
+  features: int
+  kernel_size: int
+  stride: int
+  padding: int
+  affine: bool = True
+  conv_impl: str = DEFAULT_CONV_IMPL
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    c, k, p = x.shape[-1], self.kernel_size, self.padding
+    x = DepthwisePointwise(c, k, self.stride, p, 1, self.conv_impl, name="conv_0")(nn.relu(x))
+    x = batch_norm(train, self.affine, "bn_0")(x)
+    x = DepthwisePointwise(self.features, k, 1, p, 1, self.conv_impl, name="conv_1")(nn.relu(x))
+    return batch_norm(train, self.affine, "bn_1")(x)
+
+
+class Conv7x1_1x7(nn.Module):
+  """ReLU -> 1x7 conv -> 7x1 conv -> BN (used by the reference's NASNet/AmoebaNet genotypes)."""
+  features: int
+  stride: int
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Conv(self.features, (1, 7), (1, self.stride), [(0, 0), (3, 3)], use_bias=False,
+                kernel_init=torch_default_init, name="conv_1x7")(nn.relu(x))
+    x = nn.Conv(self.features, (7, 1), (self.stride, 1), [(3, 3), (0, 0)], use_bias=False,
+                kernel_init=torch_default_init, name="conv_7x1")(x)
+    return batch_norm(train, self.affine, "bn")(x)
+
+
+class FactorizedReduce(nn.Module):
+  """ReLU -> two 1x1 stride-2 convs (the second offset by one pixel) concatenated -> BN."""
+  features: int
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    require(self.features % 2 == 0, f"FactorizedReduce needs an even channel count, got {self.features}")
+    require(x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0,
+            f"a DARTS reduction needs even feature maps, got {x.shape[1]}x{x.shape[2]}; "
+            f"choose an input size divisible by 4 (data.image_size)")
+    x = nn.relu(x)
+    conv = lambda name: nn.Conv(self.features // 2, (1, 1), 2, "VALID", use_bias=False,
+                                kernel_init=torch_default_init, name=name)
+    x = jnp.concatenate([conv("conv_1")(x), conv("conv_2")(x[:, 1:, 1:, :])], axis=-1)
+    return batch_norm(train, self.affine, "bn")(x)
+
+
+class Pool(nn.Module):
+  """3x3 max or average pooling (average excludes the padding, as `count_include_pad=False`), with an
+  optional affine-free BN after it (the search network's `MixedOp` adds one)."""
+  kind: str
+  stride: int
+  bn_after: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = max_pool_3x3(x, self.stride) if self.kind == "max" else avg_pool_3x3(x, self.stride)
+    return batch_norm(train, False, "bn")(x) if self.bn_after else x
+
+
+class Identity(nn.Module):
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return x
+
+
+class Zero(nn.Module):
+  """The `none` op: zeros with the output shape."""
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+
+
+OpConstructor = Callable[..., nn.Module]
+
+# name -> (C, stride, affine, conv_impl=..., name=...) -> module, as the reference's OPS.
+OPS: Dict[str, OpConstructor] = {
+    "none": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: Zero(stride, **kw),
+    "avg_pool_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: Pool("avg", stride, **kw),
+    "max_pool_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: Pool("max", stride, **kw),
+    "skip_connect": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: (
+        Identity(**kw) if stride == 1 else FactorizedReduce(C, affine, **kw)),
+    "sep_conv_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: SepConv(
+        C, 3, stride, 1, affine, conv_impl, **kw),
+    "sep_conv_5x5": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: SepConv(
+        C, 5, stride, 2, affine, conv_impl, **kw),
+    "sep_conv_7x7": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: SepConv(
+        C, 7, stride, 3, affine, conv_impl, **kw),
+    "dil_conv_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: DilConv(
+        C, 3, stride, 2, 2, affine, conv_impl, **kw),
+    "dil_conv_5x5": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: DilConv(
+        C, 5, stride, 4, 2, affine, conv_impl, **kw),
+    "conv_7x1_1x7": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: Conv7x1_1x7(
+        C, stride, affine, **kw),
+}
+
+
+def drop_path(key, x, drop_prob):
+  """Zeroes whole examples with probability `drop_prob` and rescales the rest (reference `utils.drop_path`)."""
+  keep = 1.0 - drop_prob
+  mask = jax.random.bernoulli(key, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, 0.0)

@@ -1,0 +1,149 @@
+"""The DARTS search network (book ch. 3 §3.2.1-3.2.3, Eqs. 3.1-3.2, Fig. 3.2; SPEC §2), after quark0/darts
+`cnn/model_search.py`.
+
+A cell is a DAG with inputs c_{k-2}, c_{k-1} and `steps` intermediate nodes x_j = sum_{i<j} o_ij(x_i)
+(Eq. 3.1); every edge is a mixed op o_ij(x) = sum_o softmax(alpha_ij)_o o(x) over `PRIMITIVES` (Eq. 3.2);
+the cell output concatenates the last `multiplier` nodes. The network is a 3x3 conv stem (3C channels,
+BN), `layers` cells with reductions (stride 2, channels doubled) at depth 1/3 and 2/3, global average
+pooling and a linear classifier. The architecture parameters are two top-level params,
+`alphas_normal` and `alphas_reduce`, each [num_edges = 14, len(PRIMITIVES) = 8], initialised to
+1e-3 * N(0, 1) as in the reference; `split_arch` separates them from the weights w.
+
+Choices: the `none` op contributes exactly zero, so it is not computed (its alpha still enters the
+softmax, so gradients are those of the reference); pooling ops are followed by an affine-free BN and
+all op BNs are affine-free, as in the reference; the stem BN is affine.
+"""
+
+from typing import Optional, Tuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dlbook.errors import require
+from dlbook.models.darts.operations import (DEFAULT_CONV_IMPL, OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN, Stem,
+                                            check_conv_impl, torch_default_init)
+from dlbook.models.registry import register
+
+ARCH_NAMES = ("alphas_normal", "alphas_reduce")
+
+
+def num_edges(steps: int = 4) -> int:
+  return sum(2 + i for i in range(steps))
+
+
+def is_reduction(i: int, layers: int) -> bool:
+  """Cells at depth 1/3 and 2/3 reduce (reference: `i in [layers // 3, 2 * layers // 3]`)."""
+  return i in (layers // 3, 2 * layers // 3)
+
+
+def split_arch(params) -> Tuple[dict, dict]:
+  """(weights w, architecture alphas) from the search network's params."""
+  weights = {k: v for k, v in params.items() if k not in ARCH_NAMES}
+  alphas = {k: v for k, v in params.items() if k in ARCH_NAMES}
+  return weights, alphas
+
+
+def merge_arch(weights, alphas) -> dict:
+  return {**weights, **alphas}
+
+
+class MixedOp(nn.Module):
+  """Eq. 3.2: the softmax-weighted sum of every candidate op on one edge."""
+  channels: int
+  stride: int
+  conv_impl: str = DEFAULT_CONV_IMPL
+
+  @nn.compact
+  def __call__(self, x, weights, train: bool):
+    out = 0.0
+    for k, primitive in enumerate(PRIMITIVES):
+      if primitive == "none":
+        continue
+      kw = {"bn_after": True} if "pool" in primitive else {}
+      op = OPS[primitive](self.channels, self.stride, False, conv_impl=self.conv_impl, name=primitive, **kw)
+      out = out + weights[k] * op(x, train)
+    return out
+
+
+class SearchCell(nn.Module):
+  """A search cell: preprocess both inputs to C channels, then `steps` nodes of mixed ops (Eq. 3.1)."""
+  channels: int
+  reduction: bool
+  reduction_prev: bool
+  steps: int = 4
+  multiplier: int = 4
+  conv_impl: str = DEFAULT_CONV_IMPL
+
+  @nn.compact
+  def __call__(self, s0, s1, weights, train: bool):
+    c = self.channels
+    chex.assert_shape(weights, (num_edges(self.steps), len(PRIMITIVES)))
+    if self.reduction_prev:
+      s0 = FactorizedReduce(c, affine=False, name="preprocess0")(s0, train)
+    else:
+      s0 = ReLUConvBN(c, 1, 1, 0, affine=False, name="preprocess0")(s0, train)
+    s1 = ReLUConvBN(c, 1, 1, 0, affine=False, name="preprocess1")(s1, train)
+    states, offset = [s0, s1], 0
+    for _ in range(self.steps):
+      s = 0.0
+      for j, h in enumerate(states):  # Eq. 3.1
+        stride = 2 if self.reduction and j < 2 else 1
+        s = s + MixedOp(c, stride, self.conv_impl, name=f"edge_{offset + j}")(h, weights[offset + j], train)
+      offset += len(states)
+      states.append(s)
+    return jnp.concatenate(states[-self.multiplier:], axis=-1)
+
+
+class SearchNetwork(nn.Module):
+  """The 8-cell DARTS supernet. `__call__(x, train, weights_normal=None, weights_reduce=None)` returns
+  logits; given, `weights_*` [num_edges, len(PRIMITIVES)] replace softmax(alpha_*) as op weights."""
+  num_classes: int
+  init_channels: int = 16
+  layers: int = 8
+  steps: int = 4
+  multiplier: int = 4
+  stem_multiplier: int = 3
+  conv_impl: str = DEFAULT_CONV_IMPL
+
+  def arch_weights(self):
+    init = lambda key, shape: 1e-3 * jax.random.normal(key, shape)
+    shape = (num_edges(self.steps), len(PRIMITIVES))
+    return self.param("alphas_normal", init, shape), self.param("alphas_reduce", init, shape)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, weights_normal: Optional[jax.Array] = None,
+               weights_reduce: Optional[jax.Array] = None):
+    require(self.layers >= 3 and self.init_channels > 0 and self.steps >= 1 and 1 <= self.multiplier <= self.steps,
+            f"darts_search needs layers >= 3, init_channels > 0 and 1 <= multiplier <= steps; got layers="
+            f"{self.layers}, init_channels={self.init_channels}, steps={self.steps}, multiplier={self.multiplier}")
+    check_conv_impl(self.conv_impl)
+    chex.assert_rank(x, 4)
+    alphas_normal, alphas_reduce = self.arch_weights()
+    shape = alphas_normal.shape
+    weights_normal = jax.nn.softmax(alphas_normal, -1) if weights_normal is None else weights_normal
+    weights_reduce = jax.nn.softmax(alphas_reduce, -1) if weights_reduce is None else weights_reduce
+    chex.assert_shape([weights_normal, weights_reduce], shape)
+
+    c_curr = self.stem_multiplier * self.init_channels
+    s0 = s1 = Stem(c_curr, name="stem")(x, train)
+    c_curr, reduction_prev = self.init_channels, False
+    for i in range(self.layers):
+      reduction = is_reduction(i, self.layers)
+      c_curr = c_curr * 2 if reduction else c_curr
+      cell = SearchCell(c_curr, reduction, reduction_prev, self.steps, self.multiplier, self.conv_impl,
+                        name=f"cell_{i}")
+      s0, s1 = s1, cell(s0, s1, weights_reduce if reduction else weights_normal, train)
+      reduction_prev = reduction
+    out = jnp.mean(s1, axis=(1, 2))
+    logits = nn.Dense(self.num_classes, kernel_init=torch_default_init, name="classifier")(out)
+    chex.assert_shape(logits, (x.shape[0], self.num_classes))
+    return logits
+
+
+@register("darts_search")
+def darts_search(num_classes: int, init_channels: int = 16, layers: int = 8, steps: int = 4, multiplier: int = 4,
+                 stem_multiplier: int = 3, conv_impl: str = DEFAULT_CONV_IMPL) -> SearchNetwork:
+  check_conv_impl(conv_impl)
+  return SearchNetwork(num_classes, init_channels, layers, steps, multiplier, stem_multiplier, conv_impl)
