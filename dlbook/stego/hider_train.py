@@ -33,6 +33,7 @@ from dlbook import data as data_lib
 from dlbook.errors import DlbookError, require
 from dlbook.metrics import image as image_metrics
 from dlbook.stego import hider, payload
+from dlbook.stego.train import save_examples
 from dlbook.training import checkpoint, optim, reporting
 from dlbook.training.state import TrainState, count_params
 
@@ -101,27 +102,6 @@ def evaluate(model: hider.HidingModel, covers_uint8: np.ndarray, seed: int) -> d
       "num_test_tiles": int(len(covers_uint8)),
       "_stego": stego,
   }
-
-
-def save_samples(path: str, covers: np.ndarray, stego: np.ndarray, title: str) -> None:
-  """Cover / stego / |difference|×10 for a few tiles, as one PNG."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  k = min(6, len(covers))
-  fig, axes = plt.subplots(3, k, figsize=(1.8 * k, 5.6), squeeze=False)
-  diff = np.clip(np.abs(covers.astype(np.int16) - stego.astype(np.int16)) * 10, 0, 255).astype(np.uint8)
-  for j in range(k):
-    for i, (row, name) in enumerate([(covers, "cover"), (stego, "stego"), (diff, "|diff| x10")]):
-      axes[i, j].imshow(row[j])
-      axes[i, j].set_xticks([])
-      axes[i, j].set_yticks([])
-      if j == 0:
-        axes[i, j].set_ylabel(name)
-  fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def to_uint8_covers(split) -> np.ndarray:
@@ -204,8 +184,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   reporting.plot_curves(os.path.join(workdir, "curves.png"), log,
                         [["train/bce"], ["train/psnr"], ["train/bit_accuracy"]],
                         f"hider {config.model.architecture} {config.model.payload_bpp} bpp on {config.data.name}")
-  save_samples(os.path.join(workdir, "samples.png"), covers, stego,
-               f"{config.model.architecture}, {model.bpp} bpp: PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f}")
+  save_examples(os.path.join(workdir, "samples.png"), {"cover": covers, "stego": stego}, 6,
+                f"{config.model.architecture}, {model.bpp} bpp: PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f}")
   export_dir = os.path.join(workdir, "model")
   hider.save_model(export_dir, state.params, meta)
   results = reporting.write_results(
