@@ -8,7 +8,8 @@ GAN (default dcgan) picks the model family *and* its published training settings
 - wgan: critic without sigmoid, weight clipping 0.01, RMSProp 5e-5, n_critic 5 (book §5.4; Arjovsky et al. 2017).
 - wgan_gp: layer-normalised critic, gradient penalty lambda 10, Adam 1e-4 (b1 0, b2 0.9), n_critic 5
   (survey Eq. 5; Gulrajani et al. 2017).
-- acgan: G(z, c) and a two-headed D, losses of book Eqs. 5.4-5.7, Adam 2e-4 (b1 0.5).
+- acgan: G(z, c) and a two-headed D, losses of book Eqs. 5.4-5.7, Adam 2e-4 (b1 0.5); G takes
+  z * embed(c) (model.conditioning=multiply; =concat is the book's z ++ embed(c), which collapsed).
 Options for any family: loss=non_saturating|minimax|relativistic (survey Eq. 4) (wasserstein for the WGANs),
 ada.enabled=True (adaptive augmentation, survey Eq. 10, r_t target 0.6), acgan.aux_fake=book|odena.
 Choose the family in the config argument, not with --config.gan, so its settings come with it.
@@ -61,7 +62,7 @@ def get_config(arg=None):
       name="fashion_mnist", data_dir=None, train_fraction=1.0, val_fraction=0.0, split_seed=0,
       image_size=32, channels=1, normalization="symmetric", limit_train=0, limit_test=0))
   c.model = ml_collections.ConfigDict(dict(
-      z_dim=100, start_size=4, g_base_width=1024, d_base_width=64, embed_dim=50, d_norm="",
+      z_dim=100, start_size=4, g_base_width=1024, d_base_width=64, embed_dim=50, conditioning="concat", d_norm="",
       mlp_g_hidden=(256, 512, 1024), mlp_d_hidden=(512, 256)))
   c.g_optimizer = optimizer()
   c.d_optimizer = optimizer()
@@ -77,14 +78,19 @@ def get_config(arg=None):
   c.sample_every_steps = 500
   c.num_samples = 100
   c.max_checkpoints = 3
+  # The reference classifier of dlbook/gan/evaluate.py, trained once and cached under cache_dir.
   c.eval = ml_collections.ConfigDict(dict(classifier_steps=1000, classifier_batch_size=64, num_samples=2000,
-                                          classifier_filters=(16, 32)))
+                                          classifier_filters=(16, 32), cache_dir="runs/gan_reference_classifier"))
 
   if gan == "wgan":
     c.g_optimizer = optimizer("rmsprop", 5e-5)
     c.d_optimizer = optimizer("rmsprop", 5e-5)
     c.g_optimizer.decay = c.d_optimizer.decay = 0.99  # the WGAN reference's RMSProp (PyTorch alpha)
     c.n_critic = 5
+  elif gan == "acgan":
+    # z * embed(c) (the ACGAN authors' code) instead of the book's concatenation (§5.5.2): with
+    # concatenation our cpu run's G ignored z and made one image per class (docs/gan.md).
+    c.model.conditioning = "multiply"
   elif gan == "wgan_gp":
     c.g_optimizer = optimizer("adam", 1e-4, b1=0.0, b2=0.9)
     c.d_optimizer = optimizer("adam", 1e-4, b1=0.0, b2=0.9)
@@ -108,6 +114,7 @@ def get_config(arg=None):
     c.num_samples = 20
     c.eval.classifier_steps = 0
     c.eval.num_samples = 100
+    c.eval.cache_dir = ""
   elif preset == "cpu":
     # Sized for ~10 minutes on 2 shared CPU cores (measured: ~4 G steps/s for dcgan and acgan,
     # ~0.5 for wgan_gp, whose 5 critic steps each pay for a double backward pass).
@@ -125,5 +132,6 @@ def get_config(arg=None):
     c.log_every_steps = 200
     c.checkpoint_every_steps = 2000
     c.sample_every_steps = 2000
-    c.eval.update(dict(classifier_steps=10_000, classifier_batch_size=128, num_samples=10_000, classifier_filters=(32, 64)))
+    c.eval.update(dict(classifier_steps=10_000, classifier_batch_size=128, num_samples=10_000,
+                       classifier_filters=(32, 64)))
   return c

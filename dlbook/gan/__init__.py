@@ -1,1 +1,2 @@
-"""GANs (book ch. 5; survey seed 002): pure adversarial losses, generators and discriminators, jitted alternating steps."""
+"""GANs (book ch. 5; survey seed 002): pure adversarial losses, generators and discriminators,
+jitted alternating steps."""

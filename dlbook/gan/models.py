@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from dlbook.errors import require
 
 NORMS = ("batch", "layer", "none")
+CONDITIONINGS = ("concat", "multiply")
 LEAK = 0.2
 # Radford et al. 2016: weights from N(0, 0.02). (Also fast: flax's default truncated-normal
 # initialisers take seconds to compile on CPU.) The MLPs use Glorot-uniform.
@@ -95,6 +96,7 @@ class DCGANGenerator(nn.Module):
   start_size: int = 4
   num_classes: int = 0
   embed_dim: int = 50
+  conditioning: str = "concat"
 
   @nn.compact
   def __call__(self, z, labels=None, train: bool = False):
@@ -103,8 +105,15 @@ class DCGANGenerator(nn.Module):
     h = z
     if self.num_classes:
       require(labels is not None, "the conditional (ACGAN) generator needs class labels")
+      require(self.conditioning in CONDITIONINGS,
+              f"unknown model.conditioning {self.conditioning!r}; valid: {', '.join(CONDITIONINGS)}")
       chex.assert_shape(labels, (z.shape[0],))
-      h = jnp.concatenate([z, nn.Embed(self.num_classes, self.embed_dim, embedding_init=nn.initializers.normal(1.0), name="class_embed")(labels)], -1)
+      dim = self.z_dim if self.conditioning == "multiply" else self.embed_dim
+      embed = nn.Embed(self.num_classes, dim, embedding_init=nn.initializers.normal(1.0), name="class_embed")
+      embedding = embed(labels)
+      # 'concat': book §5.5.2; 'multiply': z * embed(c), as in the ACGAN authors' reference code,
+      # which keeps z from being ignored (the class only rescales z).
+      h = jnp.concatenate([z, embedding], -1) if self.conditioning == "concat" else z * embedding
     # Book: linear projection of z to 4*4*1024 = 16384 values, reshaped to 4x4x1024.
     x = nn.Dense(self.start_size * self.start_size * self.base_width, use_bias=False, kernel_init=DCGAN_INIT,
                  name="project")(h)

@@ -24,19 +24,42 @@ def load_run(run_dir: str) -> dict:
   return results
 
 
+def run_name(results: dict) -> str:
+  """The GAN, plus the options that set this run apart from its preset (ACGAN conditioning, ADA, loss)."""
+  c = results["config"]
+  parts = [c["gan"]]
+  if c["gan"] == "acgan":
+    parts.append(c["model"].get("conditioning", "concat"))
+  if c.get("ada", {}).get("enabled"):
+    parts.append("ada")
+  if c.get("loss"):
+    parts.append(c["loss"])
+  return "_".join(parts)
+
+
 def figure_name(results: dict) -> str:
   data = re.sub(r"[^a-z0-9]+", "_", results["config"]["data"]["name"].lower()).strip("_")
-  return f"gan_{results['config']['gan']}_{data}.png"
+  return f"gan_{run_name(results)}_{data}.png"
+
+
+def wall_s(results: dict) -> float:
+  """Wall time of the whole run, summed over resumed invocations."""
+  return float(results.get("total_wall_time_s", results["wall_time_s"]))
 
 
 def _fmt(value, digits: int = 3) -> str:
   return "–" if value is None else f"{value:.{digits}f}"
 
 
+def module_command(command: str) -> str:
+  """'python /x/experiments/gan.py --a' -> 'python -m experiments.gan --a' (how it was launched)."""
+  return re.sub(r"\S*experiments/(\w+)\.py", r"-m experiments.\1", command)
+
+
 def table(runs: Sequence[dict], figures_rel: str) -> List[str]:
-  lines = ["| GAN | loss | data | steps (G) × n_critic | wall time | final D loss | final G loss | "
-           "classifier score (real) | class coverage (real) | class consistency | samples |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| run | loss | data | steps (G) × n_critic | wall time | final D loss | final G loss | W estimate | "
+           "classifier score (real) | class coverage (real) | within-class diversity | class consistency |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in runs:
     c, m = r["config"], r["metrics"]
     data = f"{c['data']['name']} {c['data']['image_size']}×{c['data']['image_size']}"
@@ -45,17 +68,29 @@ def table(runs: Sequence[dict], figures_rel: str) -> List[str]:
     coverage = (f"{_fmt(m.get('class_coverage'))} ({_fmt(m.get('class_coverage_real'))})"
                 if "class_coverage" in m else "–")
     lines.append(
-        f"| {c['gan']} | {r.get('loss', c['loss'])} | {data} | {r['total_steps']} × {c['n_critic']} | "
-        f"{r['wall_time_s'] / 60:.1f} min | {_fmt(m.get('final_d_loss'))} | {_fmt(m.get('final_g_loss'))} | "
-        f"{score} | {coverage} | {_fmt(m.get('class_consistency'))} | "
-        f"[grid]({figures_rel}/{figure_name(r)}) |")
+        f"| {run_name(r)} | {r.get('loss', c['loss'])} | {data} | {r['total_steps']} × {c['n_critic']} | "
+        f"{wall_s(r) / 60:.1f} min | {_fmt(m.get('final_d_loss'))} | {_fmt(m.get('final_g_loss'))} | "
+        f"{_fmt(m.get('final_wasserstein_estimate'))} | {score} | {coverage} | "
+        f"{_fmt(m.get('within_class_diversity'))} | {_fmt(m.get('class_consistency'))} |")
   lines.append("")
+  lines.append("Final losses are means over the last `log_every_steps` generator steps; the D loss of WGAN-GP "
+               "includes the penalty, and W estimate = E D(x) − E D(G(z)) on the last batches. Wall time includes "
+               "data loading, compilation and scoring, summed over invocations when a run was killed and "
+               "resumed (a killed invocation counts up to its last checkpoint).")
+  lines.append("")
+  for r in runs:
+    lines.append(f"**{run_name(r)}** ({r['total_steps']} generator steps):")
+    lines.append("")
+    lines.append(f"![{run_name(r)} samples]({figures_rel}/{figure_name(r)})")
+    lines.append("")
   lines.append("Commands, seeds and the reference classifier (chain CNN trained on the real training images):")
   lines.append("")
   for r in runs:
     m = r["metrics"]
     acc = m.get("classifier_test_accuracy")
-    lines.append(f"- {r['config']['gan']}: `{r['command']}` — seed {r['seed']}, {r['wall_time_s']:.0f} s wall on "
+    lines.append(f"- {run_name(r)}: `{module_command(r['command'])}` — seed {r['seed']}, {wall_s(r):.0f} s wall"
+                 + (f" over two or more invocations (resumed at step {r['resumed_from_step']})"
+                    if r.get("resumed_from_step") else "") + f" on "
                  f"{r['backend']} ({', '.join(r['devices'])}), {r['train_steps_per_s']:.2f} G steps/s"
                  + (f"; classifier test accuracy {acc:.4f} after {m['classifier_steps']} steps, "
                     f"{m['eval_samples']} samples scored" if acc is not None else ""))

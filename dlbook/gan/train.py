@@ -25,9 +25,10 @@ Choices where the book is silent (docs/gan.md):
 """
 
 import dataclasses
+import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Callable, Tuple
 
 import chex
 import flax
@@ -41,7 +42,8 @@ from dlbook import data as data_lib
 from dlbook.errors import DlbookError, require
 from dlbook.gan import ada as ada_lib
 from dlbook.gan import losses
-from dlbook.gan.models import NORMS, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, split_outputs
+from dlbook.gan.models import (CONDITIONINGS, NORMS, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator,
+                               MLPGenerator, split_outputs)
 from dlbook.registry import Registry
 from dlbook.training import checkpoint, optim, reporting
 from dlbook.training.state import TrainState, count_params
@@ -107,7 +109,8 @@ def create_gan_state(generator, discriminator, key, image_shape, g_tx, d_tx, set
   labels = jnp.zeros((2,), jnp.int32) if settings.num_classes else None
   # Jitted: eager init dispatches (and compiles) every op on its own, which takes seconds.
   g_vars = jax.jit(lambda k: generator.init({"params": k}, z, labels, train=False))(g_key)
-  d_vars = jax.jit(lambda k: discriminator.init({"params": k}, jnp.zeros((2,) + tuple(image_shape)), train=False))(d_key)
+  x = jnp.zeros((2,) + tuple(image_shape))
+  d_vars = jax.jit(lambda k: discriminator.init({"params": k}, x, train=False))(d_key)
   g = TrainState.create(apply_fn=generator.apply, params=g_vars["params"], tx=g_tx,
                         batch_stats=g_vars.get("batch_stats", {}))
   d = TrainState.create(apply_fn=discriminator.apply, params=d_vars["params"], tx=d_tx,
@@ -188,7 +191,7 @@ def make_steps(settings: StepSettings) -> Tuple[Callable, Callable]:
       ada = ada_lib.ada_update(ada, real_logit, target=s.ada_target, interval=s.ada_interval,
                                speed_images=s.ada_speed_images)
     metrics = {"d_loss": loss, "d_real": real_logit.mean(), "d_fake": fake_logit.mean(),
-               "d_grad_norm": optax.global_norm(grads), "r_t": jnp.mean(jnp.sign(real_logit)), "ada_p": ada.p,
+               "d_grad_norm": optax.tree.norm(grads), "r_t": jnp.mean(jnp.sign(real_logit)), "ada_p": ada.p,
                **parts}
     if s.loss == "wasserstein":
       metrics["wasserstein_estimate"] = real_logit.mean() - fake_logit.mean()
@@ -217,7 +220,7 @@ def make_steps(settings: StepSettings) -> Tuple[Callable, Callable]:
 
     (loss, (g_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g.params)
     g = state.g.apply_gradients(grads=grads, batch_stats=g_stats)
-    metrics = {"g_loss": loss, "g_grad_norm": optax.global_norm(grads), **parts}
+    metrics = {"g_loss": loss, "g_grad_norm": optax.tree.norm(grads), **parts}
     return state.replace(g=g, step=state.step + 1), metrics
 
   return d_step, g_step
@@ -235,6 +238,8 @@ def validate_config(config) -> Family:
               "sample_every_steps", "num_samples"):
     require(int(config[key]) > 0, f"{key} must be a positive integer, got {config[key]}")
   require(int(config.model.z_dim) > 0, f"model.z_dim must be positive, got {config.model.z_dim}")
+  require(config.model.conditioning in CONDITIONINGS,
+          f"unknown model.conditioning {config.model.conditioning!r}; valid: {', '.join(CONDITIONINGS)}")
   if family.weight_clipping:
     require(float(config.clip_value) > 0, f"gan 'wgan' needs clip_value > 0, got {config.clip_value}")
   require(float(config.gp_weight) >= 0, f"gp_weight must be >= 0, got {config.gp_weight}")
@@ -273,7 +278,8 @@ def build_models(config, family: Family, image_shape, num_classes: int):
   require(h == w, f"the DCGAN generator makes square images; the data are {h}x{w} (set data.image_size)")
   n_cls = num_classes if family.conditional else 0
   generator = DCGANGenerator(z_dim=int(m.z_dim), output_size=h, channels=channels, base_width=int(m.g_base_width),
-                             start_size=int(m.start_size), num_classes=n_cls, embed_dim=int(m.embed_dim))
+                             start_size=int(m.start_size), num_classes=n_cls, embed_dim=int(m.embed_dim),
+                             conditioning=m.conditioning)
   discriminator = DCGANDiscriminator(base_width=int(m.d_base_width), norm=d_norm, num_classes=n_cls)
   return generator, discriminator
 
@@ -327,7 +333,8 @@ def fixed_latents(seed: int, settings: StepSettings, num_samples: int):
 def generate_in_batches(sample_fn, g_state, z, labels, batch_size: int = 500):
   out = []
   for i in range(0, z.shape[0], batch_size):
-    out.append(np.asarray(sample_fn(g_state, z[i:i + batch_size], None if labels is None else labels[i:i + batch_size])))
+    c = None if labels is None else labels[i:i + batch_size]
+    out.append(np.asarray(sample_fn(g_state, z[i:i + batch_size], c)))
   return np.concatenate(out)
 
 
@@ -360,6 +367,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     start_step = int(state.step)
     logging.info("resumed from checkpoint step %d in %s", start_step, ckpt.directory)
   log = reporting.MetricsLog(workdir, resume_step=start_step)
+  # Wall time of earlier invocations, up to their last checkpoint (what a resumed run builds on).
+  timing_path = os.path.join(workdir, "timing.json")
+  earlier_s = 0.0
+  if start_step and os.path.exists(timing_path):
+    with open(timing_path) as f:
+      timing = json.load(f)
+    earlier_s = float(timing["wall_time_s"]) if timing.get("step") == start_step else 0.0
   samples_dir = os.path.join(workdir, "samples")
   os.makedirs(samples_dir, exist_ok=True)
 
@@ -403,6 +417,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       write_grid(done, os.path.join(samples_dir, f"step_{done:07d}.png"))
     if done % config.checkpoint_every_steps == 0 or at_end:
       ckpt.save(done, state_tree(state))
+      reporting.write_json_atomic(timing_path, {"step": done, "wall_time_s": earlier_s + time.time() - t0})
       last_good = done
 
   write_grid(total_steps, os.path.join(workdir, "samples.png"))
@@ -422,4 +437,5 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return reporting.write_results(
       workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=metrics, wall_time_s=time.time() - t0,
       num_params=num_params, total_steps=total_steps, resumed_from_step=start_step,
+      total_wall_time_s=earlier_s + time.time() - t0,
       train_steps_per_s=progress.rate(total_steps), samples="samples.png", loss=settings.loss)
