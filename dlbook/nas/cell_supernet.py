@@ -50,7 +50,7 @@ class Edge(nn.Module):
   """One edge: Σ_o onehot[o] · o(x) over `ops` (the conv ops share a max-size kernel slot)."""
   ops: Tuple[str, ...]
   channels: int
-  conv_impl: str = "per_individual"
+  conv_impl: str = "taps"
 
   @nn.compact
   def __call__(self, x, onehot, train: bool):
@@ -76,7 +76,7 @@ class Cell(nn.Module):
   ops: Tuple[str, ...]
   num_nodes: int
   channels: int
-  conv_impl: str = "per_individual"
+  conv_impl: str = "taps"
 
   @nn.compact
   def __call__(self, x, onehot, train: bool):
@@ -97,7 +97,7 @@ class CellSupernet(nn.Module):
   channels: int = 16
   num_stages: int = 2
   cells_per_stage: int = 1
-  conv_impl: str = "per_individual"
+  conv_impl: str = "taps"
 
   @nn.compact
   def __call__(self, x, arch, train: bool = False):
@@ -125,7 +125,7 @@ class CellSpace:
   name = "cell"
 
   def __init__(self, ops=OPS, num_nodes=4, channels=16, num_stages=2, cells_per_stage=1,
-               distinct_cells=False, conv_impl="per_individual"):
+               distinct_cells=False, conv_impl="taps"):
     ops = tuple(ops)
     bad = [o for o in ops if o not in OPS]
     require(len(ops) >= 2 and not bad and len(set(ops)) == len(ops),

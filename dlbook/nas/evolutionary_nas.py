@@ -30,6 +30,7 @@ import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
+from dlbook import data as data_lib
 from dlbook.errors import DlbookError, require
 from dlbook.nas import evolution
 from dlbook.registry import Registry
@@ -48,8 +49,7 @@ def make_fitness_data(train_images, train_labels, eval_images, eval_labels, *, b
   require(eval_batch_size > 0, f"eval_batch_size must be positive, got {eval_batch_size}")
   per_epoch = n // batch_size
   epochs = -(-num_steps // per_epoch)
-  order = np.concatenate([np.random.default_rng([seed, e]).permutation(n)[:per_epoch * batch_size]
-                          for e in range(epochs)])
+  order = np.concatenate([data_lib.epoch_permutation(n, seed, e)[:per_epoch * batch_size] for e in range(epochs)])
   batch_index = order[:num_steps * batch_size].reshape(num_steps, batch_size).astype(np.int32)
   v = len(eval_labels)
   size = max(v, eval_size or 0)
@@ -160,15 +160,20 @@ class PopulationEvaluator:
       self._data_cache = (data, jax.device_put(data, self._replicated))
     return self._data_cache[1]
 
+  def _vmap_args(self, genomes, keys, data):
+    """One chunk's arguments placed as the vmapped function expects (population axis sharded)."""
+    genomes, keys = jax.device_put((genomes, _key_data(keys)), self._population)
+    return genomes, keys, self._placed(data)
+
   def compile(self, genomes, keys, data, path: str = "vmap"):
-    """Compiles the vmapped (or the single-individual) function for these shapes, once."""
+    """Compiles the vmapped function (for a chunk of `chunk_size`) or the single-individual one, once."""
     if path not in self._compiled:
       t0 = time.time()
       if path == "vmap":
-        self._compiled[path] = self._batched.lower(genomes, keys, data).compile()
+        self._compiled[path] = self._batched.lower(*self._vmap_args(genomes, keys, data)).compile()
         self.num_compilations += 1
       else:
-        self._compiled[path] = self._single.lower(evolution.take(genomes, 0), keys[0], data).compile()
+        self._compiled[path] = self._single.lower(evolution.take(genomes, 0), _key_data(keys)[0], data).compile()
       self.compile_seconds += time.time() - t0
     return self._compiled[path]
 
@@ -177,13 +182,11 @@ class PopulationEvaluator:
     n = evolution.population_size(genomes)
     keys = _key_data(keys)
     require(keys.shape[0] == n, f"{n} genomes but {keys.shape[0]} keys")
-    placed = self._placed(data)
     outs = []
     for start in range(0, n, self.chunk_size):
       idx = np.minimum(np.arange(start, start + self.chunk_size), n - 1)
-      chunk = jax.device_put((evolution.take(genomes, idx), keys[idx]), self._population)
-      fn = self.compile(chunk[0], chunk[1], placed, "vmap")
-      outs.append(jax.device_get(fn(chunk[0], chunk[1], placed)))
+      args = self._vmap_args(evolution.take(genomes, idx), keys[idx], data)
+      outs.append(jax.device_get(self.compile(*args, "vmap")(*args)))
     out = {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
     return Evaluation(out["fitness"].astype(np.float32), out["train_loss"].astype(np.float32))
 
@@ -191,6 +194,7 @@ class PopulationEvaluator:
     """Reference path: one individual at a time through the same per-individual function."""
     n = evolution.population_size(genomes)
     keys = _key_data(keys)
+    data = jax.device_put(data, jax.devices()[0])  # once per call, as the vmap path does
     fn = self.compile(genomes, keys, data, "sequential")
     outs = [jax.device_get(fn(evolution.take(genomes, i), keys[i], data)) for i in range(n)]
     return Evaluation(np.asarray([o["fitness"] for o in outs], np.float32),
@@ -300,7 +304,8 @@ def plot_architecture(path: str, space, architecture: dict, title: str) -> None:
   import matplotlib.pyplot as plt
   if space.name == "cell":
     cells = architecture["cells"]
-    fig, axes = plt.subplots(len(cells), 1, figsize=(1.8 * space.num_nodes, 1.2 * space.num_nodes * len(cells)), squeeze=False)
+    size = (1.8 * space.num_nodes, 1.2 * space.num_nodes * len(cells))
+    fig, axes = plt.subplots(len(cells), 1, figsize=size, squeeze=False)
     for ax, cell in zip(axes[:, 0], cells):
       n = space.num_nodes
       for op, i, j in cell:
@@ -338,6 +343,17 @@ def plot_architecture(path: str, space, architecture: dict, title: str) -> None:
   plt.close(fig)
 
 
+def retrain_command(architecture: dict, data_name: str) -> str:
+  """The experiments.train command that trains a chain architecture as a plain chain_cnn."""
+  preset = "fashion_mnist" if data_name == "fashion_mnist" else f"cpu --config.data.name={data_name}"
+  tup = lambda v: "'(" + ",".join(str(int(x)) for x in v) + ",)'"
+  a = architecture
+  return (f"python -m experiments.train --config=configs/classify.py:{preset} --config.model.n_conv={a['n_conv']} "
+          f"--config.model.conv_filters={tup(a['conv_filters'])} --config.model.conv_kernel={tup(a['conv_kernel'])} "
+          f"--config.model.n_dense={a['n_dense']} --config.model.dense_units={tup(a['dense_units'])} "
+          f"--config.model.activation={a['activation']} --workdir=runs/retrain_best_chain")
+
+
 def validate_config(config) -> None:
   f = config.fitness
   require(int(f.train_steps) > 0, f"fitness.train_steps must be positive, got {f.train_steps}")
@@ -357,7 +373,6 @@ def search(config, workdir: str) -> dict:
   generations.json (best fitness per generation), fitness.png, best_architecture.png/json,
   TensorBoard events and results.json.
   """
-  from dlbook import data as data_lib
   from dlbook.training import checkpoint, optim, reporting
 
   t0 = time.time()
@@ -450,6 +465,7 @@ def search(config, workdir: str) -> dict:
   if space.name == "chain":
     from dlbook.nas.supernet import parameter_count
     extra["best_num_params"] = parameter_count(space, state.best_genome, dataset.image_shape, dataset.num_classes)
+    extra["retrain_command"] = retrain_command(best, config.data.name)
   return reporting.write_results(
       workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=metrics,
       wall_time_s=time.time() - t0, best_architecture=best, baseline_architecture=baseline,

@@ -20,12 +20,15 @@ the small kernel (odd kernels only), and BatchNorm acts per channel. `init` resc
 sqrt(max fan-in / active fan-in), so an individual's initial weights have the same distribution
 as chain_cnn's lecun-normal initialisation of the decoded network.
 
-Kernel formulation (measured on XLA CPU, benchmarks/ga_population.py): vmapping `lax.conv` over
-per-individual kernels becomes a grouped convolution that XLA CPU runs several times slower than a
-loop; image patches + einsum vmap to a batched matmul but move k*k times more memory and are slower
-than XLA's own conv even unbatched. The default ``conv_impl="per_individual"`` keeps every
-individual's conv (forward and both gradients) a plain XLA conv through a custom batching rule and
-vectorises everything else.
+Kernel formulation (`conv_impl`; measured on this 2-core CPU with benchmarks/ga_population.py,
+figures in docs/nas_evolution.md):
+- ``taps`` (default): a sum over the k*k taps of (shifted input) @ kernel[tap]; under vmap each tap
+  is a batched matmul and no k*k-times larger patch tensor is materialised. Fastest vmapped path.
+- ``patches``: image patches + one einsum (im2col); the fastest single-individual path at these
+  small shapes, but under vmap the patch tensor of the whole population falls out of cache.
+- ``per_individual``: `lax.conv` with a custom batching rule, so each individual's conv (forward
+  and both gradients) stays an ordinary XLA conv under vmap instead of a grouped conv.
+- ``xla``: plain `lax.conv`; vmap turns it into a grouped conv (slow on XLA CPU, native on GPU).
 """
 
 import functools
@@ -41,7 +44,22 @@ from dlbook.errors import require
 from dlbook.models.chain_cnn import ACTIVATIONS
 from dlbook.nas import evolution
 
-CONV_IMPLS = ("per_individual", "patches", "xla")
+CONV_IMPLS = ("taps", "patches", "per_individual", "xla")
+
+
+def _same_padded(x, kh: int, kw: int, stride: int):
+  """NHWC `x` zero-padded as XLA's 'SAME' pads it, and the output height and width."""
+  _, h, w, _ = x.shape
+  out_h, out_w = -(-h // stride), -(-w // stride)
+  pad_h = max((out_h - 1) * stride + kh - h, 0)
+  pad_w = max((out_w - 1) * stride + kw - w, 0)
+  x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+  return x, out_h, out_w
+
+
+def _tap(x, i: int, j: int, out_h: int, out_w: int, stride: int):
+  """The input pixels that kernel tap (i, j) sees, for every output pixel."""
+  return x[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride, :]
 
 
 def image_patches(x, k: int, stride: int = 1):
@@ -50,13 +68,9 @@ def image_patches(x, k: int, stride: int = 1):
   Built from k*k shifted slices: `lax.conv_general_dilated_patches` is a convolution with a
   one-hot kernel, (k*k*C)^2 multiply-adds per pixel, which is far slower on CPU.
   """
-  n, h, w, c = x.shape
-  out_h, out_w = -(-h // stride), -(-w // stride)
-  pad_h = max((out_h - 1) * stride + k - h, 0)
-  pad_w = max((out_w - 1) * stride + k - w, 0)
-  x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
-  taps = [x[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride, :]
-          for i in range(k) for j in range(k)]
+  n, _, _, c = x.shape
+  x, out_h, out_w = _same_padded(x, k, k, stride)
+  taps = [_tap(x, i, j, out_h, out_w, stride) for i in range(k) for j in range(k)]
   return jnp.stack(taps, axis=3).reshape(n, out_h, out_w, k * k * c)
 
 
@@ -107,15 +121,27 @@ def per_individual_conv(stride: int):
   return conv
 
 
-def conv2d(x, kernel, impl: str = "per_individual", stride: int = 1):
-  """'SAME' 2-D convolution of NHWC `x` with an HWIO `kernel` in one of `CONV_IMPLS`:
-  per_individual (default; see `per_individual_conv`), xla (`lax.conv`; grouped under vmap), or
-  patches (image patches + einsum; a batched matmul under vmap)."""
+def shifted_matmul_conv(x, kernel, stride: int = 1):
+  """'SAME' conv as a sum over the k*k kernel taps of (shifted input) @ kernel[tap]: no k*k-times
+  larger patch tensor is materialised; under vmap every tap is a batched matmul."""
+  kh, kw = kernel.shape[:2]
+  x, out_h, out_w = _same_padded(x, kh, kw, stride)
+  out = 0.0
+  for i in range(kh):
+    for j in range(kw):
+      out = out + jnp.einsum("nhwc,cd->nhwd", _tap(x, i, j, out_h, out_w, stride), kernel[i, j])
+  return out
+
+
+def conv2d(x, kernel, impl: str = "taps", stride: int = 1):
+  """'SAME' 2-D convolution of NHWC `x` with an HWIO `kernel` in one of `CONV_IMPLS` (module docstring)."""
   kh, kw, cin, cout = kernel.shape
   if impl == "per_individual":
     return per_individual_conv(int(stride))(x, kernel)
   if impl == "xla":
     return _xla_conv(x, kernel, stride)
+  if impl == "taps":
+    return shifted_matmul_conv(x, kernel, stride)
   return jnp.einsum("nhwk,kc->nhwc", image_patches(x, kh, stride), kernel.reshape(kh * kw * cin, cout))
 
 
@@ -143,7 +169,7 @@ class MaskedConv(nn.Module):
   """Max-size bias-free conv whose kernel is multiplied by a spatial mask."""
   features: int
   kernel_size: int
-  impl: str = "per_individual"
+  impl: str = "taps"
 
   @nn.compact
   def __call__(self, x, kernel_mask):
@@ -163,7 +189,7 @@ class ChainSupernet(nn.Module):
   max_dense: int = 2
   max_units: int = 128
   activations: Tuple[str, ...] = ("relu", "elu", "tanh", "sigmoid")
-  conv_impl: str = "per_individual"
+  conv_impl: str = "taps"
 
   @nn.compact
   def __call__(self, x, arch, train: bool = False):
@@ -205,7 +231,7 @@ class ChainSpace:
   name = "chain"
 
   def __init__(self, max_conv=3, filter_choices=(8, 16, 32, 64), kernel_choices=(3, 5), max_dense=2,
-               unit_choices=(32, 64, 128), activations=("relu", "elu", "tanh", "sigmoid"), conv_impl="per_individual"):
+               unit_choices=(32, 64, 128), activations=("relu", "elu", "tanh", "sigmoid"), conv_impl="taps"):
     require(int(max_conv) >= 1 and int(max_dense) >= 1, "chain space needs max_conv >= 1 and max_dense >= 1")
     require(len(filter_choices) > 0 and all(int(f) > 0 for f in filter_choices),
             f"filter_choices must be positive integers, got {tuple(filter_choices)}")
