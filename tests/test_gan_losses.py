@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dlbook.gan import losses
+from dlbook.gan.train import prng_key
 
 REAL = np.array([2.0, -1.0, 0.3], np.float32)   # discriminator logits C(x) on real images
 FAKE = np.array([0.5, -3.0, 1.2], np.float32)   # ... on generated images
@@ -53,23 +54,23 @@ def test_weight_clipping_clips_every_leaf_and_keeps_small_values():
 
 def test_gradient_penalty_on_a_linear_critic_is_lambda_times_norm_minus_one_squared():
   # D(x) = <w, x> + b has gradient w everywhere, so the penalty is 10 (||w|| - 1)^2 for any x_hat.
-  key = jax.random.key(0)
+  key = prng_key(0)
   real = jax.random.normal(key, (4, 3, 3, 2))
-  fake = jax.random.normal(jax.random.key(1), (4, 3, 3, 2))
-  w = jax.random.normal(jax.random.key(2), (3, 3, 2))
+  fake = jax.random.normal(prng_key(1), (4, 3, 3, 2))
+  w = jax.random.normal(prng_key(2), (3, 3, 2))
   critic = lambda x: jnp.sum(x * w, axis=(1, 2, 3)) + 0.7
   norm = float(jnp.linalg.norm(w))
-  gp = losses.gradient_penalty(critic, real, fake, jax.random.key(3), weight=10.0)
+  gp = losses.gradient_penalty(critic, real, fake, prng_key(3), weight=10.0)
   np.testing.assert_allclose(gp, 10.0 * (norm - 1.0) ** 2, rtol=1e-5)
   unit = lambda x: jnp.sum(x * w / norm, axis=(1, 2, 3))
-  assert float(losses.gradient_penalty(unit, real, fake, jax.random.key(3))) < 1e-8
+  assert float(losses.gradient_penalty(unit, real, fake, prng_key(3))) < 1e-8
 
 
 def test_gradient_penalty_is_taken_at_the_interpolates():
   # D(x) = 0.5 ||x||^2 has gradient x, so the penalty sees ||x_hat|| with x_hat = eps x + (1 - eps) G(z).
   real = np.random.default_rng(0).normal(size=(5, 2, 2, 1)).astype(np.float32)
   fake = np.random.default_rng(1).normal(size=(5, 2, 2, 1)).astype(np.float32)
-  key = jax.random.key(7)
+  key = prng_key(7)
   eps = np.asarray(jax.random.uniform(key, (5, 1, 1, 1)))  # the draw gradient_penalty makes with this key
   x_hat = eps * real + (1 - eps) * fake
   expected = 10.0 * np.mean((np.sqrt((x_hat ** 2).reshape(5, -1).sum(-1)) - 1.0) ** 2)
