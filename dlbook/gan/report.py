@@ -30,6 +30,8 @@ def run_name(results: dict) -> str:
   parts = [c["gan"]]
   if c["gan"] == "acgan":
     parts.append(c["model"].get("conditioning", "concat"))
+  if c["data"].get("limit_train"):
+    parts.append(f"{c['data']['limit_train']}_images")
   if c.get("ada", {}).get("enabled"):
     parts.append("ada")
   if c.get("loss"):
@@ -62,7 +64,9 @@ def table(runs: Sequence[dict], figures_rel: str) -> List[str]:
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in runs:
     c, m = r["config"], r["metrics"]
-    data = f"{c['data']['name']} {c['data']['image_size']}×{c['data']['image_size']}"
+    size = r["dataset"].get("train_size")
+    side = c["data"].get("image_size")
+    data = c["data"]["name"] + (f" {side}×{side}" if side else "") + (f", {size:,} images" if size else "")
     score = (f"{_fmt(m.get('classifier_score'), 2)} ({_fmt(m.get('classifier_score_real'), 2)})"
              if "classifier_score" in m else "–")
     coverage = (f"{_fmt(m.get('class_coverage'))} ({_fmt(m.get('class_coverage_real'))})"

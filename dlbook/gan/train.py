@@ -432,7 +432,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   log.close()
   ckpt.close()
   reporting.plot_curves(os.path.join(workdir, "curves.png"), log,
-                        [["train/d_loss", "train/g_loss"], ["train/d_real", "train/d_fake"]],
+                        [["train/d_loss", "train/g_loss"], ["train/d_real", "train/d_fake"],
+                         ["train/r_t", "train/ada_p"]],
                         f"{config.gan} on {config.data.name}")
   return reporting.write_results(
       workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=metrics, wall_time_s=time.time() - t0,
