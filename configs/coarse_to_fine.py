@@ -16,12 +16,12 @@ at the right phase and window.
 Presets (the config argument):
 - smoke: digits, a 4-block chain CNN, 2 + 1 epochs at a constant learning rate, 1 seed, fractions
   60/100 %, traditional / SSF / PSF 1/4; under a minute on 2 cores (mostly compilation). For tests.
-- cpu (default): Fashion-MNIST (a fixed stratified 30,000-image half of the training set, all 10k
+- cpu (default): Fashion-MNIST (a fixed stratified 20,000-image third of the training set, all 10k
   test images), a 10-block chain CNN (5 conv + 5 dense layers, 86k parameters), coarse 8 + fine 4
-  epochs, batch 128, 3 seeds, fractions 60/80/100 % of the 30k, traditional / SSF / PSF 1/4, 1/5,
-  1/10 (K = 3, 2, 1: 2, 4, 9 iterations). The whole grid of 45 runs is sized for about 2 h on this
-  2-core machine while it is shared with other work (about 1 h idle; docs/coarse_to_fine.md has the
-  measured wall time).
+  epochs, batch 128, 3 seeds, fractions 60/80/100 % of the 20k, traditional / SSF / PSF 1/4, 1/5,
+  1/10 (K = 3, 2, 1: 2, 4, 9 iterations). The whole grid of 45 runs is sized for 1-2 h on this
+  2-core machine while it is shared with other work (docs/coarse_to_fine.md has the measured wall
+  time).
   The DARTS network is not the cpu target: a 20-cell DARTS_V2 step costs ~2.6 CPU-s at C=8 and
   batch 64, and each of the 19 frozen-segment masks compiles for ~45 CPU-s.
 - full: CIFAR-10 (TFDS, prepared under data.data_dir), the 20-cell DARTS_V2 evaluation network
@@ -76,7 +76,7 @@ def get_config(preset=None):
   c.num_devices = 0  # 0: every local device, data-parallel
 
   if preset == "cpu":
-    c.data.limit_train = 30000  # a fixed stratified half of the 60k, so the 45-run grid fits ~2 h on 2 cores
+    c.data.limit_train = 20000  # a fixed stratified third of the 60k, so the 45-run grid fits ~2 h on 2 cores
   elif preset == "smoke":
     c.data.name = "digits"
     c.data.augment.crop_pad = 0
