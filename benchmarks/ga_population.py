@@ -1,7 +1,7 @@
 """GA population evaluation: one jax.vmap over the population vs a loop over individuals.
 
   python -m benchmarks.ga_population [--config=configs/evolve_chain.py:cpu] [--population=16]
-      [--train_steps=N] [--formulations=taps,patches[,per_individual,xla]] [--repeats=1]
+      [--train_steps=N] [--formulations=taps,patches[,per_individual,xla]] [--repeats=1] [--conv_only]
 
 P individuals of the chain supernet at the cpu preset's size (Fashion-MNIST subset at 14x14,
 batch 32, the preset's training steps and 2,000 validation images) are each trained and evaluated
@@ -13,6 +13,7 @@ run of each counts. Any conv formulation of dlbook.nas.supernet (CONV_IMPLS) can
 default two are the fast ones on CPU (per_individual and xla take several times longer).
 Prints name=value lines: `vmap_vs_loop_speedup` is loop time / vmap time for the config's
 formulation; `vmap_vs_best_loop_speedup` divides the fastest loop of any formulation by it.
+--conv_only times one conv layer (forward and backward) per formulation instead.
 """
 
 import time
@@ -33,6 +34,30 @@ flags.DEFINE_integer("train_steps", 0, "Training steps per individual (0: the co
 flags.DEFINE_list("formulations", ["taps", "patches"],
                   "Conv formulations to measure (any of dlbook.nas.supernet.CONV_IMPLS).")
 flags.DEFINE_integer("repeats", 1, "Timed runs of each path (alternating); the fastest counts.")
+flags.DEFINE_bool("conv_only", False, "Time one conv layer's forward+backward (P x 64x14x14x32 -> 32, 5x5) "
+                  "per formulation instead of whole fitness evaluations.")
+
+
+def conv_only(population, formulations, repeats):
+  """vmap vs loop for one conv layer, forward and backward, per formulation."""
+  from dlbook.nas.supernet import conv2d
+  x = jax.random.normal(jax.random.key(0), (population, 64, 14, 14, 32))
+  w = jax.random.normal(jax.random.key(1), (population, 5, 5, 32, 32)) * 0.05
+  for impl in formulations:
+    grad = jax.grad(lambda x, w: jax.numpy.sum(conv2d(x, w, impl) ** 2), argnums=(0, 1))
+    vmapped, single = jax.jit(jax.vmap(grad)), jax.jit(grad)
+    paths = {"vmap": lambda: vmapped(x, w), "loop": lambda: [single(x[i], w[i]) for i in range(population)]}
+    for run in paths.values():  # compile
+      jax.block_until_ready(run())
+    times = {}
+    for _ in range(repeats):
+      for path, run in paths.items():
+        t0 = time.time()
+        jax.block_until_ready(run())
+        times[path] = min(times.get(path, np.inf), time.time() - t0)
+    print(f"conv_{impl}_vmap_s={times['vmap']:.3f}")
+    print(f"conv_{impl}_loop_s={times['loop']:.3f}")
+    print(f"conv_{impl}_vmap_vs_loop_speedup={times['loop'] / times['vmap']:.2f}", flush=True)
 
 
 def measure(config, dataset, impl, population, steps, repeats):
@@ -66,6 +91,10 @@ def measure(config, dataset, impl, population, steps, repeats):
 
 def main(argv):
   del argv
+  if FLAGS.conv_only:
+    print(f"population={FLAGS.population}")
+    conv_only(FLAGS.population, FLAGS.formulations, FLAGS.repeats)
+    return
   config = FLAGS.config
   steps = FLAGS.train_steps or int(config.fitness.train_steps)
   chosen = config.space.conv_impl

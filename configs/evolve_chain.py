@@ -22,6 +22,13 @@ import ml_collections
 PRESETS = ("smoke", "cpu", "full")
 
 
+def data_config(name, val_fraction, image_size=0, limit_train=0, limit_test=0):
+  return ml_collections.ConfigDict(dict(
+      name=name, data_dir=None, train_fraction=1.0, val_fraction=val_fraction, split_seed=0,
+      image_size=image_size, channels=0, normalization="standardize", limit_train=limit_train,
+      limit_test=limit_test))
+
+
 def base_config(preset, config_file: str):
   """Everything but the search space; shared by configs/evolve_cell.py."""
   preset = preset or "cpu"
@@ -31,9 +38,7 @@ def base_config(preset, config_file: str):
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.seed = 0
-  c.data = ml_collections.ConfigDict(dict(
-      name="fashion_mnist", data_dir=None, train_fraction=1.0, val_fraction=1 / 6, split_seed=0, image_size=14,
-      channels=0, normalization="standardize", limit_train=12000, limit_test=2000))
+  c.data = data_config("fashion_mnist", 1 / 6, image_size=14, limit_train=12000, limit_test=2000)
   # Book §2.2.2 D-G defaults: roulette, uniform crossover, point mutation p=0.4, replace-worst.
   c.ga = ml_collections.ConfigDict(dict(
       population_size=16, num_offspring=8, max_generations=8, selection="roulette", crossover="uniform",
@@ -50,9 +55,7 @@ def base_config(preset, config_file: str):
   c.num_devices = 0  # 0: every local device; the population axis is sharded over them
 
   if preset == "smoke":
-    c.data = ml_collections.ConfigDict(dict(
-        name="digits", data_dir=None, train_fraction=1.0, val_fraction=0.2, split_seed=0, image_size=0,
-        channels=0, normalization="standardize", limit_train=0, limit_test=0))
+    c.data = data_config("digits", 0.2)
     c.ga.population_size = 4
     c.ga.num_offspring = 2
     c.ga.max_generations = 2
@@ -61,9 +64,7 @@ def base_config(preset, config_file: str):
     c.fitness.eval_batch_size = 360
     c.final_seeds = 1
   elif preset == "full":
-    c.data = ml_collections.ConfigDict(dict(
-        name="tfds:cifar10", data_dir=None, train_fraction=1.0, val_fraction=0.1, split_seed=0, image_size=0,
-        channels=0, normalization="standardize", limit_train=0, limit_test=5000))
+    c.data = data_config("tfds:cifar10", 0.1, limit_test=5000)
     c.ga.population_size = 32
     c.ga.num_offspring = 16
     c.ga.max_generations = 20

@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,25 +30,73 @@ def tiny_problem():
   return model, weights, alphas, variables["batch_stats"], batch(), batch()
 
 
-def test_exact_and_finite_difference_hypergradients_agree():
-  model, weights, alphas, batch_stats, tb, vb = tiny_problem()
-  train, val = (tb["image"], tb["label"]), (vb["image"], vb["label"])
-  xi, momentum, wd = 0.5, 0.9, 3e-4  # a large xi makes the second-order term a large part of the gradient
+class SmoothMixture(nn.Module):
+  """A small smooth stand-in for the supernet with its interface (top-level `alphas_normal` /
+  `alphas_reduce`, BatchNorm statistics, `__call__(x, train)`): dense layers whose outputs are
+  softmax(alpha)-weighted mixtures of tanh, softplus and identity candidates."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    init = nn.initializers.normal(0.5)
+    weights = {"normal": jax.nn.softmax(self.param("alphas_normal", init, (2, 3)), -1),
+               "reduce": jax.nn.softmax(self.param("alphas_reduce", init, (1, 3)), -1)}
+    h = nn.Dense(12, name="stem")(x.reshape(x.shape[0], -1))
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn")(h)
+    for name, width in (("normal", 12), ("reduce", 8)):
+      for e, w in enumerate(weights[name]):
+        candidates = (jnp.tanh(nn.Dense(width, name=f"{name}_{e}_tanh")(h)),
+                      nn.softplus(nn.Dense(width, name=f"{name}_{e}_softplus")(h)),
+                      nn.Dense(width, use_bias=False, name=f"{name}_{e}_linear")(h))
+        h = sum(w[k] * c for k, c in enumerate(candidates))
+    return nn.Dense(3, name="classifier")(h)
+
+
+@functools.lru_cache(maxsize=None)
+def smooth_problem():
+  model = SmoothMixture()
+  rng = np.random.default_rng(1)
+  batch = lambda: (jnp.asarray(rng.standard_normal((16, 4, 4, 1)), jnp.float32),
+                   jnp.asarray(rng.integers(0, 3, 16), jnp.int32))
+  variables = model.init(jax.random.key(0), jnp.zeros((2, 4, 4, 1)))
+  weights, alphas = split_arch(variables["params"])
   trace = jax.tree.map(lambda w: 0.1 * jnp.ones_like(w), weights)
+  return model, weights, alphas, variables["batch_stats"], batch(), batch(), trace
+
+
+def test_exact_hypergradient_equals_numerical_derivative_and_finite_difference():
+  """Acceptance 2. On a smooth network (no ReLU, max or BatchNorm on tiny maps) the unrolled objective
+  F(alpha) = L_val(w - xi (mu m + grad_w L_train(w, alpha) + lambda w), alpha) is smooth, so central
+  differences of F check the exact hypergradient, and the reference's finite-difference
+  Hessian-vector product must agree with it. (On the 2-channel supernet of `tiny_problem`, F and
+  grad_alpha L_train jump wherever a ReLU or max flips; their finite differences do not converge as
+  the step shrinks, so they cannot check anything there: docs/darts.md.)"""
+  model, weights, alphas, batch_stats, train, val, trace = smooth_problem()
+  xi, momentum, wd = 0.5, 0.9, 3e-4  # a large xi makes the second-order term a large part of the gradient
   args = (model.apply, weights, alphas, batch_stats, train, val, xi, trace, momentum, wd)
   exact, val_loss = jax.jit(bilevel.exact_alpha_grad, static_argnums=0)(*args)
   fd, val_loss_fd = jax.jit(bilevel.finite_difference_alpha_grad, static_argnums=0)(*args)
-  # The first-order part, grad_alpha L_val(w', alpha) at the unrolled weights, is common to both.
-  w_prime = bilevel.unrolled_weights(model.apply, weights, alphas, batch_stats, train, xi, trace, momentum, wd)
-  direct = jax.grad(lambda a: bilevel.train_loss(model.apply, w_prime, a, batch_stats, *val)[0])(alphas)
-  flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])
-  second_exact = flat(exact) - flat(direct)
-  second_fd = flat(fd) - flat(direct)
-  assert np.linalg.norm(second_exact) > 0.1 * np.linalg.norm(flat(direct))  # the test is not trivial
-  np.testing.assert_allclose(val_loss, val_loss_fd, rtol=1e-6)
-  cosine = second_exact @ second_fd / (np.linalg.norm(second_exact) * np.linalg.norm(second_fd))
-  assert cosine > 0.999
-  np.testing.assert_allclose(second_fd, second_exact, rtol=0.05, atol=0.02 * np.abs(second_exact).max())
+  flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)]).astype(np.float64)
+
+  def unrolled_objective(a):
+    w_prime = bilevel.unrolled_weights(model.apply, weights, a, batch_stats, train, xi, trace, momentum, wd)
+    return bilevel.train_loss(model.apply, w_prime, a, batch_stats, *val)[0], w_prime
+
+  objective = jax.jit(lambda a: unrolled_objective(a)[0])
+  np.testing.assert_allclose(val_loss, objective(alphas), rtol=1e-6)
+  np.testing.assert_allclose(val_loss_fd, val_loss, rtol=1e-6)
+  # 1. The exact hypergradient is the derivative of F: central differences along random directions.
+  h = 1e-2
+  for i in range(3):
+    d = jax.tree.map(lambda a: jax.random.normal(jax.random.key(10 + i), a.shape), alphas)
+    step = lambda s: jax.tree.map(lambda a, b: a + s * h * b, alphas, d)
+    numerical = (float(objective(step(1.0))) - float(objective(step(-1.0)))) / (2 * h)
+    np.testing.assert_allclose(flat(exact) @ flat(d), numerical, rtol=2e-3, atol=1e-5)
+  # 2. The finite-difference Hessian-vector product agrees with it on the second-order part.
+  w_prime = unrolled_objective(alphas)[1]
+  direct = flat(jax.grad(lambda a: bilevel.train_loss(model.apply, w_prime, a, batch_stats, *val)[0])(alphas))
+  second_exact, second_fd = flat(exact) - direct, flat(fd) - direct
+  assert np.linalg.norm(second_exact) > 0.1 * np.linalg.norm(direct)  # the test is not trivial
+  np.testing.assert_allclose(second_fd, second_exact, rtol=1e-2, atol=1e-3 * np.abs(second_exact).max())
 
 
 def make_state(model, weights, alphas, batch_stats, total_steps=10):
@@ -78,7 +127,7 @@ def test_search_step_updates_alphas_and_weights_deterministically(order):
     np.testing.assert_array_equal(a, b)
   # The momentum trace the unrolled step reads is the SGD optimizer's own.
   trace = bilevel.momentum_buffer(s1.w_opt_state, s1.weights)
-  assert optax.global_norm(trace) > 0
+  assert optax.tree.norm(trace) > 0
 
 
 def test_first_order_gradient_is_the_validation_gradient():

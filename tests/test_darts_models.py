@@ -7,13 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 
 from dlbook import models
 from dlbook.errors import DlbookError
 from dlbook.models.darts import operations as ops
 from dlbook.models.darts.genotypes import (DARTS_V1, DARTS_V2, PRIMITIVES, Genotype, derive_genotype, load_genotype,
                                            resolve_genotype, save_genotype, validate_genotype)
+from dlbook.models.darts.operations import ReLUConvBN
+from dlbook.models.darts.search_network import MixedOp, SearchCell, edge_index, num_edges
 from dlbook.training import count_params
 
 
@@ -113,6 +114,32 @@ def test_eval_network_outputs_aux_in_training_and_drop_path_uses_dropout_rng():
   np.testing.assert_allclose(run(jax.random.key(5))[0], logits)
   with pytest.raises(DlbookError, match="auxiliary head"):
     model.init({"params": jax.random.key(0)}, jnp.zeros((1, 28, 28, 3)), train=False)
+
+
+@pytest.mark.parametrize("reduction", [False, True])
+def test_scanned_search_cell_equals_separate_mixed_ops(reduction):
+  steps, c = 3, 4
+  cell = SearchCell(c, reduction=reduction, reduction_prev=False, steps=steps, multiplier=2)
+  rng = np.random.default_rng(5)
+  s0, s1 = (jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32) for _ in range(2))
+  w = jax.nn.softmax(jnp.asarray(rng.standard_normal((num_edges(steps), 8)), jnp.float32), -1)
+  variables = cell.init(jax.random.key(0), s0, s1, w, False)
+  out, _ = cell.apply(variables, s0, s1, w, True, mutable=["batch_stats"])
+  params, stats = variables["params"], variables["batch_stats"]
+  apply = lambda module, name, x, *a: module.apply({"params": params[name], "batch_stats": stats[name]}, x, *a, True,
+                                                    mutable=["batch_stats"])[0]
+  states = [apply(ReLUConvBN(c, affine=False), "preprocess0", s0), apply(ReLUConvBN(c, affine=False), "preprocess1", s1)]
+  input_pairs = [(j, i) for i in range(steps) for j in (0, 1)]
+  inner_pairs = [(j, i) for i in range(steps) for j in range(2, i + 2)]
+  for i in range(steps):
+    node = 0.0
+    for j, h in enumerate(states):
+      name, pos = ("input_edges", input_pairs.index((j, i))) if j < 2 else ("inner_edges", inner_pairs.index((j, i)))
+      edge = {k: jax.tree.map(lambda a: a[pos], v[name]["mixed_op"]) for k, v in (("params", params), ("batch_stats", stats))}
+      op = MixedOp(c, 2 if reduction and j < 2 else 1)
+      node = node + op.apply(edge, h, w[edge_index(i, j)], True, mutable=["batch_stats"])[0]
+    states.append(node)
+  np.testing.assert_allclose(out, jnp.concatenate(states[-2:], -1), atol=1e-4)
 
 
 def test_search_network_external_weights_override_softmax_alpha():

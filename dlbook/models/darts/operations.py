@@ -8,10 +8,12 @@ is the reference's symmetric explicit padding; BatchNorm has PyTorch's momentum 
 eps 1e-5; conv and dense kernels use PyTorch's default init, U(+-1/sqrt(fan_in)).
 
 **Kernel formulation (`conv_impl`).** A depthwise conv followed by a pointwise conv is linear, so it
-equals ONE dense conv whose kernel is K[y, x, i, o] = dw[y, x, i] * pw[i, o]. On CPU, XLA runs that
-dense conv (an im2col-free GEMM-backed kernel) several times faster than a grouped conv
-(`feature_group_count`) or a depthwise conv written as k*k shifted multiply-adds, although it does k*k
-times more multiply-adds; `benchmarks/darts_step.py --conv_impls=...` measures the three. The
+equals ONE dense conv whose kernel is K[y, x, i, o] = dw[y, x, i] * pw[i, o] ("dense", the default).
+On XLA CPU that dense conv (a GEMM-backed library kernel) ran a mixed op about 3x faster than the
+depthwise conv written as k*k shifted multiply-adds ("shift": XLA fuses the zero padding into every
+shifted view with per-element bounds checks) and far faster than a grouped conv ("grouped",
+`feature_group_count`), although it does C times more multiply-adds, and it compiles to a few
+instructions instead of hundreds. `benchmarks/darts_step.py --micro --conv_impls=...` measures them. The
 parameters are the same in all three (a depthwise and a pointwise kernel, as in the reference), so
 parameter counts, checkpoints and gradients do not depend on the choice; outputs agree to float
 rounding.
@@ -77,6 +79,10 @@ def windows(x, kernel_size: int, stride: int, padding: int, dilation: int = 1, p
   out_h = output_size(x.shape[1], k, stride, padding, d)
   out_w = output_size(x.shape[2], k, stride, padding, d)
   xp = _pad_spatial(x, padding, padding, padding, padding, pad_value) if padding else x
+  # Materialise the padded input: otherwise XLA fuses its producers into each of the k*k windows, and
+  # across a cell's nodes those copies multiply (k*k per level), which made compile times explode
+  # (minutes for a tiny network) and recomputed whole ops.
+  xp = lax.optimization_barrier(xp)
   return [_window(xp, i * d, j * d, stride, out_h, out_w) for i in range(k) for j in range(k)]
 
 
@@ -92,7 +98,7 @@ def transposed_windows(dy, in_h: int, in_w: int, kernel_size: int, stride: int, 
   lo = (k - 1) * d - padding
   hi_h = in_h + (k - 1) * d - lo - ((dy.shape[1] - 1) * s + 1)
   hi_w = in_w + (k - 1) * d - lo - ((dy.shape[2] - 1) * s + 1)
-  a = _pad_spatial(dy, lo, hi_h, lo, hi_w, pad_value, interior=s - 1)
+  a = lax.optimization_barrier(_pad_spatial(dy, lo, hi_h, lo, hi_w, pad_value, interior=s - 1))
   return [_window(a, i * d, j * d, 1, in_h, in_w) for i in range(k) for j in range(k)]
 
 

@@ -109,7 +109,7 @@ def finite_difference_alpha_grad(apply_fn, weights, alphas, batch_stats, train_b
                              weight_decay)
   val_fn = lambda w, a: train_loss(apply_fn, w, a, batch_stats, *val_batch)[0]
   val_loss, (v, d_alpha) = jax.value_and_grad(val_fn, argnums=(0, 1))(w_prime, alphas)
-  eps = r / optax.global_norm(v)
+  eps = r / optax.tree.norm(v)
   alpha_grad_at = lambda w: jax.grad(lambda a: train_loss(apply_fn, w, a, batch_stats, *train_batch)[0])(alphas)
   g_plus = alpha_grad_at(jax.tree.map(lambda w, d: w + eps * d, weights, v))
   g_minus = alpha_grad_at(jax.tree.map(lambda w, d: w - eps * d, weights, v))
@@ -162,7 +162,7 @@ def make_search_step(order: int, w_schedule: optax.Schedule, momentum: float, we
     weights = optax.apply_updates(state.weights, w_updates)
 
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == tb[1]), "val_loss": val_loss,
-               "grad_norm": optax.global_norm(w_grad), "alpha_grad_norm": optax.global_norm(a_grad), "lr": xi}
+               "grad_norm": optax.tree.norm(w_grad), "alpha_grad_norm": optax.tree.norm(a_grad), "lr": xi}
     new_state = state.replace(step=state.step + 1, weights=weights, alphas=alphas, batch_stats=batch_stats,
                               w_opt_state=w_opt_state, a_opt_state=a_opt_state)
     return new_state, metrics
