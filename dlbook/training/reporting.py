@@ -24,9 +24,18 @@ def package_versions() -> Dict[str, str]:
   return out
 
 
+def command_line() -> str:
+  """The command that started this process, as typed: `python -m experiments.train --config=...`."""
+  if not sys.argv:
+    return ""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  head = ["-m", spec.name] if spec is not None and spec.name != "__main__" else [sys.argv[0]]
+  return " ".join([os.path.basename(sys.executable)] + head + sys.argv[1:])
+
+
 def run_info() -> dict:
   import jax
-  return {"command": " ".join([os.path.basename(sys.executable)] + sys.argv) if sys.argv else "",
+  return {"command": command_line(),
           "versions": package_versions(), "platform": platform.platform(),
           "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend()}
 
