@@ -8,7 +8,7 @@ Presets (the config argument):
 - smoke: 4 GAN steps and 3 XuNet steps on a few photos64 covers with tiny networks; seconds. For tests.
 - cpu (default): photos64 covers (64×64 crops of the photographs bundled with scikit-image and
   scikit-learn; ``data.name=dicom64`` or ``fashion_mnist`` also work), narrowed networks (sizes in
-  docs/stego_table_7_1.md), 2000 GAN steps + 600 XuNet steps; about 25-30 min on 2 CPU cores shared with other jobs.
+  docs/stego_table_7_1.md), 2500 GAN steps + 400 XuNet steps; about 40 min on 2 CPU cores shared with other jobs.
 - full: the book's sizes (FC 12288 -> 8192, DCGAN widths, extractor/steganalyzer down to 4×4×256, global
   FC heads), Adam lr 2e-4, batch 32, CelebA 64×64 through TFDS (``tfds:celeb_a``, prepared under
   data.data_dir), the §8.3.2 XuNet split (2000/1000/500 pairs). For accelerators.
@@ -47,10 +47,10 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
       name="photos64", data_dir=None, image_size=64, channels=3, normalization="symmetric",
       val_fraction=0.0, train_fraction=1.0, split_seed=0, limit_train=0, limit_test=0))
   c.generator = ml_collections.ConfigDict(dict(channels=(16, 16, 32, 32), cover_shortcut=True))
-  c.extractor = ml_collections.ConfigDict(dict(channels=(16, 32, 32, 32), head_side=16))
+  c.extractor = ml_collections.ConfigDict(dict(channels=(64, 128, 128, 128), head_side=16))
   c.steganalyzer = ml_collections.ConfigDict(dict(channels=(8, 16, 32, 64)))
   c.loss = ml_collections.ConfigDict(dict(
-      lambda_g=20.0, lambda_d=1.0, lambda_s=0.01, distance="mse", cr_target="stego", split_stages=True,
+      lambda_g=20.0, lambda_d=1.0, lambda_s=0.001, distance="mse", cr_target="stego", split_stages=True,
       quantize=True, lambda_g_start=1.0, lambda_g_ramp=(300, 1500)))
   # CPU presets: lr 1e-3 with a cosine decay to 5e-5 (the book's constant 2e-4 in `full`).
   c.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, final_learning_rate=5e-5, b1=0.5, b2=0.999))
@@ -61,7 +61,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 250
   c.max_checkpoints = 2
   c.xunet = ml_collections.ConfigDict(dict(
-      enabled=True, channels=(8, 16, 32, 64, 128), num_train_steps=600, batch_pairs=16, learning_rate=1e-3,
+      enabled=True, channels=(8, 16, 32, 64, 128), num_train_steps=400, batch_pairs=16, learning_rate=1e-3,
       eval_every_steps=100, limits=(2000, 1000, 500)))
 
   if preset == "smoke":

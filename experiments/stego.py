@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from dlbook import launch
 from dlbook.errors import DlbookError, require
+from dlbook.gan.report import module_command  # 'python /x/experiments/stego.py' -> 'python -m experiments.stego'
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with a :preset.")
@@ -123,7 +124,7 @@ def provenance(cells, keys) -> list:
     c = runs[0]["config"]
     name = label(key)
     walls = ", ".join(f"{r['wall_time_s']:.0f}" for r in runs)
-    cmd = runs[0].get("command", "").replace(" /", " ").replace("|", "\\|")
+    cmd = module_command(runs[0].get("command", "")).replace("|", "\\|")
     lines.append(f"| {name} | {', '.join(str(r['seed']) for r in runs)} | `{cmd}` | {c['data']['name']} | "
                  f"{c['preset']} | {c['num_train_steps']} GAN + {c['xunet']['num_train_steps']} XuNet | "
                  f"{sizes(runs)} | {walls} |")

@@ -71,17 +71,33 @@ def test_multi_message_and_lsb_smoke_through_the_library(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--config=configs/stego_two_stage.py:tiny"], "unknown preset 'tiny'"),
-    (["--config=configs/stego_two_stage.py:smoke", "--config.method=magic"], "unknown method 'magic'"),
     (["--config=configs/stego_multi.py:smoke", "--config.embedding=middle"], "unknown embedding 'middle'"),
-    (["--config=configs/stego_two_stage.py:smoke", "--config.payload_bpp=0.3"], "cannot be reshaped"),
-    (["--config=configs/stego_two_stage.py:smoke", "--config.data.name=nowhere"], "unknown dataset 'nowhere'"),
-    (["--config=configs/stego_two_stage.py:smoke", "--config.loss.distance=cosine"], "unknown loss.distance"),
 ])
 def test_bad_input_exits_with_one_line(tmp_path, args, message):
   r = run_launcher("experiments.stego", *args, f"--workdir={tmp_path / 'w'}")
   assert r.returncode == 2, r.stderr[-2000:]
   last = r.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and message in last, last
+  assert not (tmp_path / "w" / "results.json").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"payload_bpp": 0.3}, "does not split"),
+    ({"payload_bpp": 0.03125}, "cannot be reshaped"),
+    ({"payload_bpp": -1.0}, "payload_bpp must be positive"),
+    ({"num_messages": 2}, "needs method='multi_message'"),
+    ({"loss.distance": "cosine"}, "unknown loss.distance"),
+    ({"loss.lambda_d": 0.0}, "lambda_d must be > 0"),
+    ({"stage1_depth": 5}, "stage1_depth"),
+    ({"data.name": "nowhere"}, "unknown dataset 'nowhere'"),
+    ({"data.normalization": "standardize"}, "symmetric"),
+])
+def test_bad_config_values_are_refused_before_training(tmp_path, overrides, message):
+  from dlbook.stego import train
+  c = _smoke_config("configs.stego_two_stage", **overrides)
+  with pytest.raises(DlbookError, match=message):
+    train.train_and_evaluate(c, str(tmp_path / "w"))
   assert not (tmp_path / "w" / "results.json").exists()
 
 

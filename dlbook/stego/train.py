@@ -40,6 +40,7 @@ from absl import logging
 
 from dlbook.errors import DlbookError, require
 from dlbook.stego import losses
+from dlbook.stego.hider import quantize as quantize_8bit  # clip, round to 256 levels, straight-through
 from dlbook.stego.two_stage import pool_to, stage1_mask
 from dlbook.training.state import TrainState
 
@@ -128,12 +129,6 @@ def create_state(key, generator, extractors, steganalyzer, image_shape, message_
   return StegoState(g, xs, s)
 
 
-def quantize_8bit(x, straight_through: bool = True):
-  """Rounds [−1, 1] images to the 256 levels of an 8-bit file; gradient passes straight through."""
-  q = jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5) / 127.5 - 1.0
-  return x + jax.lax.stop_gradient(q - x) if straight_through else q
-
-
 def _apply(ts: TrainState, params, x, *args, train: bool):
   variables = {"params": params, "batch_stats": ts.batch_stats}
   if train:
@@ -210,19 +205,19 @@ def make_train_step(cfg: StepConfig):
 
 
 def make_embed_fn(message_bits: Sequence[int]):
-  """Inference: (state, cover [−1,1], key) -> dict of 8-bit cover/stego, bits, decoded bits
-  (read from the 8-bit stego image) and steganalyzer logits on both."""
+  """Inference: (state, cover [−1,1], key) -> dict of cover and 8-bit-rounded stego (both still
+  in [−1, 1]; `embed_split` converts them to uint8), bits, decoded bits (read from the rounded
+  stego image) and steganalyzer logits on both."""
 
   def embed(state: StegoState, cover, key):
     n = cover.shape[0]
     bits = sample_messages(key, n, message_bits)
     signs = [losses.bits_to_signs(b) for b in bits]
     (stego, _), _ = _apply(state.generator, state.generator.params, cover, signs, train=False)
-    stego_q = quantize_8bit(stego, straight_through=False)
+    stego_q = quantize_8bit(stego)
     decoded = tuple(losses.signs_to_bits(_apply(x, x.params, stego_q, train=False)[0]) for x in state.extractors)
     logits, _ = _apply(state.steganalyzer, state.steganalyzer.params, jnp.concatenate([cover, stego_q]), train=False)
-    to8 = lambda x: jnp.round((x + 1.0) * 127.5).astype(jnp.uint8)
-    return {"cover": to8(cover), "stego": to8(stego_q), "bits": bits, "decoded": decoded,
+    return {"cover": cover, "stego": stego_q, "bits": bits, "decoded": decoded,
             "cover_logits": logits[:n], "stego_logits": logits[n:]}
 
   return embed
@@ -265,6 +260,10 @@ def validate_config(config) -> None:
   require(int(config.data.image_size) > 0, "data.image_size must be set (64 in the book)")
   require(config.data.get("normalization", "symmetric") == "symmetric",
           "stego covers must use data.normalization='symmetric' ([-1, 1], the generators' tanh range)")
+  message_bits(config)
+  if config.method != "lsb":
+    build_networks(config)  # shape errors (payload vs. embedding resolution) before any data is loaded
+    step_config(config)
   x = config.xunet
   if x.enabled:
     require(int(x.num_train_steps) > 0 and int(x.batch_pairs) > 0 and int(x.eval_every_steps) > 0,
@@ -381,6 +380,7 @@ def embed_split(config, split_images, state: Optional[StegoState], key, bits_per
   stego image is rounded to 8 bits before it is decoded (as a saved PNG would be).
   """
   from dlbook.data import pipeline
+  from dlbook.metrics import image as im
   from dlbook.stego import lsb
   bs = int(config.eval_batch_size)
   split = pipeline.Split(split_images, np.zeros(len(split_images), np.int32))
@@ -391,7 +391,7 @@ def embed_split(config, split_images, state: Optional[StegoState], key, bits_per
     keep = batch["mask"] > 0
     k = jax.random.fold_in(key, i)
     if state is None:
-      cover8 = np.asarray(np.round((batch["image"] + 1.0) * 127.5), np.uint8)
+      cover8 = im.to_uint8(batch["image"])
       bits = jax.device_get(sample_messages(k, bs, bits_per_message))
       stego8 = cover8
       decoded = []
@@ -402,6 +402,7 @@ def embed_split(config, split_images, state: Optional[StegoState], key, bits_per
       r = {"cover": cover8, "stego": stego8, "bits": bits, "decoded": decoded}
     else:
       r = jax.device_get(embed(state, batch["image"], k))
+      r["cover"], r["stego"] = im.to_uint8(r["cover"]), im.to_uint8(r["stego"])
       out["cover_logits"].append(r["cover_logits"][keep])
       out["stego_logits"].append(r["stego_logits"][keep])
     out["cover"].append(r["cover"][keep])
@@ -476,7 +477,7 @@ def train_xunet(config, pairs: dict, workdir: str) -> dict:
   total, bp = int(x.num_train_steps), int(x.batch_pairs)
   n_train = len(pairs["train_cover"])
   require(bp <= n_train, f"xunet.batch_pairs {bp} is larger than the {n_train} training pairs")
-  step_fn = jax.jit(xunet.make_train_step(), donate_argnums=0)
+  step_fn = jax.jit(xunet.make_train_step())  # no donation: `best` keeps earlier parameters
   predict = jax.jit(xunet.predict_cover)
 
   chunk = 128
