@@ -55,6 +55,7 @@ def test_two_stage_smoke_launcher_end_to_end_and_tables(tmp_path):
   assert "not run" in (docs / "stego_tables_8.md").read_text()
 
 
+@pytest.mark.slow  # ~1 min of CPU; shapes and LSB exactness are also pinned in test_stego_models.py
 def test_multi_message_and_lsb_smoke_through_the_library(tmp_path):
   from dlbook.stego import train
   c = _smoke_config("configs.stego_multi", **{"xunet.enabled": False, "embedding": "mid"})
