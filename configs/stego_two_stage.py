@@ -8,7 +8,8 @@ Presets (the config argument):
 - smoke: 4 GAN steps and 3 XuNet steps on a few photos64 covers with tiny networks; seconds. For tests.
 - cpu (default): photos64 covers (64×64 crops of the photographs bundled with scikit-image and
   scikit-learn; ``data.name=dicom64`` or ``fashion_mnist`` also work), narrowed networks (sizes in
-  docs/stego_table_7_1.md), 2500 GAN steps + 400 XuNet steps; about 40 min on 2 CPU cores shared with other jobs.
+  docs/stego_table_7_1.md), 2000 GAN steps + 400 XuNet steps; 16 min measured (1 bpp, seed 0) on 2 CPU cores
+  shared with other jobs, several times longer when the cores are saturated.
 - full: the book's sizes (FC 12288 -> 8192, DCGAN widths, extractor/steganalyzer down to 4×4×256, global
   FC heads), Adam lr 2e-4, batch 32, CelebA 64×64 through TFDS (``tfds:celeb_a``, prepared under
   data.data_dir), the §8.3.2 XuNet split (2000/1000/500 pairs). For accelerators.
