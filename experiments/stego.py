@@ -126,7 +126,8 @@ def provenance(cells, keys) -> list:
     walls = ", ".join(f"{r['wall_time_s']:.0f}" for r in runs)
     cmd = module_command(runs[0].get("command", "")).replace("|", "\\|")
     lines.append(f"| {name} | {', '.join(str(r['seed']) for r in runs)} | `{cmd}` | {c['data']['name']} | "
-                 f"{c['preset']} | {c['num_train_steps']} GAN + {c['xunet']['num_train_steps']} XuNet | "
+                 f"{c['preset']} | {'no training' if c['method'] == 'lsb' else str(c['num_train_steps']) + ' GAN'} + "
+                 f"{c['xunet']['num_train_steps'] if c['xunet']['enabled'] else 0} XuNet | "
                  f"{sizes(runs)} | {walls} |")
   return lines
 
