@@ -174,6 +174,14 @@ def _config_key(config: dict) -> str:
   return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
 
 
+def _as_module_command(command: str) -> str:
+  """`python /abs/experiments/x.py ...` (results.json of older runs) -> `python -m experiments.x ...`."""
+  parts = command.split(" ")
+  if len(parts) > 1 and parts[1].endswith(".py") and os.path.basename(os.path.dirname(parts[1])) == "experiments":
+    parts[1:2] = ["-m", "experiments." + os.path.basename(parts[1])[:-3]]
+  return " ".join(parts)
+
+
 def summary_markdown(payloads, metric_keys, title: str = "Results") -> str:
   """A markdown table of results.json payloads, grouped over seeds (mean ± std, population std)."""
   groups = {}
@@ -188,11 +196,14 @@ def summary_markdown(payloads, metric_keys, title: str = "Results") -> str:
     cells = []
     for key in metric_keys:
       vals = [r["metrics"][key] for r in runs if key in r.get("metrics", {})]
-      cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if vals else "—")
+      if not vals:
+        cells.append("—")
+      else:
+        cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if len(vals) > 1 else f"{vals[0]:.4f} (1 seed)")
     seeds = ",".join(str(r.get("seed")) for r in runs)
     data = first.get("dataset", {}).get("name", "?") if isinstance(first.get("dataset"), dict) else first.get("dataset")
     wall = np.mean([r.get("wall_time_s", float("nan")) for r in runs])
-    lines.append(f"| `{first.get('command', '')}` | {data} | {seeds} | " + " | ".join(cells) + f" | {wall:.1f} |")
+    lines.append(f"| `{_as_module_command(first.get('command', ''))}` | {data} | {seeds} | " + " | ".join(cells) + f" | {wall:.1f} |")
   lines += ["", "Sources:", ""] + [f"- `{p['_path']}`" for p in payloads if "_path" in p]
   versions = payloads[0].get("versions", {})
   lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
