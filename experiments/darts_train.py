@@ -31,7 +31,8 @@ def main(argv):
   genotype = resolve_genotype(config.genotype)
   # The resolved cell goes into the config, so results.json records it and a rerun with a changed
   # genotype.json is refused by the workdir guard instead of resuming a different network.
-  config.model.genotype = genotype_to_dict(genotype)
+  with config.unlocked():  # absl locks the config; the resolved cell is a new key
+    config.model.genotype = genotype_to_dict(genotype)
   results = loop.train_and_evaluate(config, workdir)
   save_genotype(os.path.join(workdir, "genotype.json"), genotype)
   visualize.plot_genotype(genotype, os.path.join(workdir, "normal.png"), os.path.join(workdir, "reduce.png"),

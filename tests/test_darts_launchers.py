@@ -19,6 +19,7 @@ def one_error_line(proc):
   return lines[-1]
 
 
+@pytest.mark.slow  # minutes on 2 shared cores (compiles a supernet); DLBOOK_SLOW=1
 def test_search_smoke_writes_genotype_pictures_and_resumes(tmp_path):
   workdir = str(tmp_path / "search")
   proc = run_launcher(*SEARCH, f"--workdir={workdir}")
@@ -39,6 +40,7 @@ def test_search_smoke_writes_genotype_pictures_and_resumes(tmp_path):
   assert "different config" in one_error_line(other)
 
 
+@pytest.mark.slow  # minutes on 2 shared cores (compiles a supernet); DLBOOK_SLOW=1
 def test_train_smoke_with_published_genotype(tmp_path):
   workdir = str(tmp_path / "train")
   proc = run_launcher(*TRAIN, f"--workdir={workdir}", "--config.genotype=DARTS_V1")

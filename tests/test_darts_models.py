@@ -49,7 +49,8 @@ def test_search_network_parameter_count_and_alphas():
   assert count_params(weights) == 1_930_618
 
 
-@pytest.mark.parametrize("k,s,p,d,size", [(3, 1, 1, 1, 8), (3, 2, 1, 1, 8), (5, 1, 2, 1, 7), (3, 1, 2, 2, 8),
+@pytest.mark.parametrize("k,s,p,d,size", [pytest.param(3, 1, 1, 1, 8, marks=pytest.mark.slow), (3, 2, 1, 1, 8),
+                                          pytest.param(5, 1, 2, 1, 7, marks=pytest.mark.slow), (3, 1, 2, 2, 8),
                                           (5, 2, 4, 2, 7)])
 def test_depthwise_conv_matches_lax_grouped_conv_to_second_order(k, s, p, d, size):
   rng = np.random.default_rng(0)
@@ -101,6 +102,7 @@ def test_conv_formulations_agree():
     models.build("darts_search", num_classes=10, conv_impl="winograd")
 
 
+@pytest.mark.slow  # tens of seconds of compilation on 2 shared cores; DLBOOK_SLOW=1
 def test_eval_network_outputs_aux_in_training_and_drop_path_uses_dropout_rng():
   model = models.build("darts_eval", num_classes=5, genotype="DARTS_V1", init_channels=4, layers=3, auxiliary=True,
                        drop_path_prob=0.5)
@@ -116,6 +118,7 @@ def test_eval_network_outputs_aux_in_training_and_drop_path_uses_dropout_rng():
     model.init({"params": jax.random.key(0)}, jnp.zeros((1, 28, 28, 3)), train=False)
 
 
+@pytest.mark.slow  # minutes on 2 shared cores (compiles a supernet); DLBOOK_SLOW=1
 @pytest.mark.parametrize("reduction", [False, True])
 def test_scanned_search_cell_equals_separate_mixed_ops(reduction):
   steps, c = 3, 4
@@ -142,6 +145,7 @@ def test_scanned_search_cell_equals_separate_mixed_ops(reduction):
   np.testing.assert_allclose(out, jnp.concatenate(states[-2:], -1), atol=1e-4)
 
 
+@pytest.mark.slow  # minutes on 2 shared cores (compiles a supernet); DLBOOK_SLOW=1
 def test_search_network_external_weights_override_softmax_alpha():
   model = models.build("darts_search", num_classes=3, init_channels=2, layers=3, steps=2, multiplier=2)
   x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 8, 8, 1)), jnp.float32)

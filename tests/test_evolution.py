@@ -219,6 +219,7 @@ def test_termination_target_patience_and_max_generations():
   assert int(state.generation) == 2
 
 
+@pytest.mark.slow  # tens of seconds of compilation on 2 shared cores; DLBOOK_SLOW=1
 def test_strategy_is_jittable_vmappable_and_resume_is_exact():
   ga = ev.GeneticAlgorithm(SPEC, 8, max_generations=4)
   params = ga.default_params()

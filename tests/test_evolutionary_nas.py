@@ -36,7 +36,7 @@ def test_conv_formulations_agree_with_lax_conv_under_vmap_and_grad():
         x[0], w, "xla", stride), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.slow), 1, 2, 3])
 def test_chain_supernet_individual_equals_decoded_chain_cnn(seed):
   space = supernet.ChainSpace(max_conv=3, filter_choices=(4, 8), kernel_choices=(1, 3, 5), max_dense=2,
                               unit_choices=(8, 16))
@@ -120,7 +120,7 @@ def _digits_fitness_data(steps):
 @pytest.mark.parametrize("space", [
     supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
                         unit_choices=(8, 16), activations=("relu", "tanh")),
-    cell_supernet.CellSpace(num_nodes=3, channels=4, num_stages=1),
+    pytest.param(cell_supernet.CellSpace(num_nodes=3, channels=4, num_stages=1), marks=pytest.mark.slow),
 ], ids=["chain", "cell"])
 def test_vmap_and_loop_agree_and_the_run_compiles_once(space):
   ds, data = _digits_fitness_data(steps=6)
@@ -166,6 +166,7 @@ print("RESULT" + json.dumps(out))
 """
 
 
+@pytest.mark.slow  # minutes on 2 shared cores (compiles a supernet); DLBOOK_SLOW=1
 def test_population_is_sharded_over_8_devices_and_agrees_with_1():
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")
@@ -183,6 +184,7 @@ def _load(workdir, name):
     return json.load(f)
 
 
+@pytest.mark.slow  # minutes on 2 shared cores (compiles a supernet); DLBOOK_SLOW=1
 def test_evolve_chain_smoke_runs_and_resumes_after_a_kill(tmp_path):
   workdir = str(tmp_path / "chain")
   args = ("--config=configs/evolve_chain.py:smoke", f"--workdir={workdir}")
@@ -214,6 +216,7 @@ def test_evolve_chain_smoke_runs_and_resumes_after_a_kill(tmp_path):
   assert resumed["metrics"]["best_fitness"] == m["best_fitness"]
 
 
+@pytest.mark.slow  # minutes on 2 shared cores (compiles a supernet); DLBOOK_SLOW=1
 def test_evolve_cell_smoke_runs(tmp_path):
   workdir = str(tmp_path / "cell")
   proc = run_launcher("experiments.evolve", "--config=configs/evolve_cell.py:smoke", f"--workdir={workdir}")
