@@ -10,7 +10,7 @@ Presets (the config argument):
   order (tests/test_darts_bilevel.py covers the second order on a network as small). For tests.
 - cpu (default): Fashion-MNIST (28x28) from the Debian package, 10,000 training images split 5,000 /
   5,000 between w and alpha, a 5-cell supernet with C=8 (4 nodes, all 8 ops), batch 64, 10 epochs,
-  first order; see docs/darts.md for the measured ETA (about 2 h on 2 cores).
+  first order; meant to fit ~2 h on 2 idle cores, not yet measured idle (docs/darts.md).
 - full: the paper's search: CIFAR-10 through TFDS (prepared under data.data_dir), 25,000 / 25,000,
   the 8-cell C=16 supernet, batch 64, 50 epochs, second order (DARTS V2), for accelerators.
 
