@@ -153,6 +153,14 @@ def test_tfds_mock_data():
     data.load(cfg(name="tfds:not_a_dataset_xyz"))
 
 
+def test_tfds_unprepared_dataset_is_an_error_and_downloads_nothing(tmp_path):
+  pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets (the optional [tfds] extra) is not installed")
+  data_dir = tmp_path / "tfds"
+  with pytest.raises(DlbookError, match="not prepared under"):
+    data.load(cfg(name="tfds:mnist", data_dir=str(data_dir), val_fraction=0.0))
+  assert not data_dir.exists() or not any(data_dir.rglob("*.tfrecord*")), "nothing may be downloaded by default"
+
+
 def test_augmentations():
   key = jax.random.key(0)
   x = jax.random.normal(key, (6, 10, 10, 2))
