@@ -1,7 +1,8 @@
 """GA population evaluation: one jax.vmap over the population vs a loop over individuals.
 
   python -m benchmarks.ga_population [--config=configs/evolve_chain.py:cpu] [--population=16]
-      [--train_steps=N] [--formulations=taps,patches[,per_individual,xla]] [--repeats=1] [--conv_only]
+      [--train_steps=N] [--formulations=taps,patches[,per_individual,xla]] [--microbatches=0,2,4]
+      [--repeats=1] [--conv_only]
 
 P individuals of the chain supernet at the cpu preset's size (Fashion-MNIST subset at 14x14,
 batch 32, the preset's training steps and 2,000 validation images) are each trained and evaluated
@@ -33,6 +34,8 @@ flags.DEFINE_integer("population", 16, "Individuals evaluated.")
 flags.DEFINE_integer("train_steps", 0, "Training steps per individual (0: the config's).")
 flags.DEFINE_list("formulations", ["taps", "patches"],
                   "Conv formulations to measure (any of dlbook.nas.supernet.CONV_IMPLS).")
+flags.DEFINE_list("microbatches", ["0"], "vmap microbatch sizes to time (0: the whole population in one vmap; "
+                  "m: groups of m vmapped inside one compiled scan, fitness.vmap_microbatch).")
 flags.DEFINE_integer("repeats", 1, "Timed runs of each path (alternating); the fastest counts.")
 flags.DEFINE_bool("conv_only", False, "Time one conv layer's forward+backward (P x 64x14x14x32 -> 32, 5x5) "
                   "per formulation instead of whole fitness evaluations.")
@@ -60,31 +63,35 @@ def conv_only(population, formulations, repeats):
     print(f"conv_{impl}_vmap_vs_loop_speedup={times['loop'] / times['vmap']:.2f}", flush=True)
 
 
-def measure(config, dataset, impl, population, steps, repeats):
+def measure(config, dataset, impl, population, steps, repeats, microbatches):
+  """Loop and vmap (one evaluator per microbatch size) on the same genomes, keys and data."""
   config.space.conv_impl = impl
   space = enas.make_space(config.space)
   f = config.fitness
-  evaluator = enas.PopulationEvaluator(space, dataset.num_classes, dataset.image_shape,
-                                       optim.make_optimizer(config.optimizer, steps), chunk_size=population,
-                                       eval_batch_size=int(f.eval_batch_size), num_devices=1)
+  tx = optim.make_optimizer(config.optimizer, steps)
+  make = lambda m: enas.PopulationEvaluator(space, dataset.num_classes, dataset.image_shape, tx,
+                                            chunk_size=population, eval_batch_size=int(f.eval_batch_size),
+                                            num_devices=1, microbatch=m)
+  evaluators = {"loop": make(0)}
+  evaluators.update({f"vmap{m}": make(m) for m in microbatches})
   data = enas.make_fitness_data(dataset.train.images, dataset.train.labels, dataset.val.images,
                                 dataset.val.labels, batch_size=int(f.batch_size), num_steps=steps,
                                 seed=config.seed, eval_batch_size=int(f.eval_batch_size))
   genomes = space.spec.sample(jax.random.key(config.seed), population)
   keys = enas.individual_keys(jax.random.key(config.seed + 1), 0, population)
-  paths = {"vmap": evaluator, "loop": evaluator.sequential}
+  paths = {path: (ev.sequential if path == "loop" else ev) for path, ev in evaluators.items()}
   out = {}
-  for path in paths:
-    before = evaluator.compile_seconds
-    evaluator.compile(genomes, keys, data, "vmap" if path == "vmap" else "sequential")
-    out[f"{path}_compile_s"] = evaluator.compile_seconds - before
+  for path, ev in evaluators.items():
+    ev.compile(genomes, keys, data, "sequential" if path == "loop" else "vmap")
+    out[f"{path}_compile_s"] = ev.compile_seconds
   for _ in range(repeats):
     for path, run in paths.items():
       t0 = time.time()
       out[f"{path}_fitness"] = run(genomes, keys, data).fitness
       out[f"{path}_s"] = min(out.get(f"{path}_s", np.inf), time.time() - t0)
-  out["traces"] = evaluator.num_traces
-  out["compilations"] = evaluator.num_compilations
+  for m in microbatches:
+    out[f"vmap{m}_traces"] = evaluators[f"vmap{m}"].num_traces
+    out[f"vmap{m}_compilations"] = evaluators[f"vmap{m}"].num_compilations
   out["eval_images"] = len(dataset.val)
   return out
 
@@ -106,26 +113,31 @@ def main(argv):
   print(f"image_shape={'x'.join(map(str, dataset.image_shape))}")
   print(f"eval_images={len(dataset.val)}")
   print(f"devices={jax.device_count()} backend={jax.default_backend()}")
+  chosen_microbatch = int(config.fitness.get("vmap_microbatch", 0))
+  microbatches = sorted({int(m) for m in FLAGS.microbatches} | {chosen_microbatch})
+  print(f"config_vmap_microbatch={chosen_microbatch}")
   results = {}
   for impl in FLAGS.formulations:
-    r = measure(config.copy_and_resolve_references(), dataset, impl, p, steps, FLAGS.repeats)
+    r = measure(config.copy_and_resolve_references(), dataset, impl, p, steps, FLAGS.repeats, microbatches)
     results[impl] = r
-    print(f"{impl}_vmap_s={r['vmap_s']:.2f}")
     print(f"{impl}_loop_s={r['loop_s']:.2f}")
-    print(f"{impl}_vmap_compile_s={r['vmap_compile_s']:.1f}")
     print(f"{impl}_loop_compile_s={r['loop_compile_s']:.1f}")
-    print(f"{impl}_vmap_vs_loop_speedup={r['loop_s'] / r['vmap_s']:.2f}")
-    print(f"{impl}_max_abs_fitness_diff={np.abs(r['vmap_fitness'] - r['loop_fitness']).max():.2e}", flush=True)
+    for m in microbatches:
+      v = f"vmap{m}"
+      print(f"{impl}_microbatch={m} {impl}_vmap_s={r[v + '_s']:.2f} {impl}_vmap_compile_s={r[v + '_compile_s']:.1f} "
+            f"{impl}_vmap_vs_loop_speedup={r['loop_s'] / r[v + '_s']:.2f} compilations={r[v + '_compilations']} "
+            f"max_abs_fitness_diff={np.abs(r[v + '_fitness'] - r['loop_fitness']).max():.2e}", flush=True)
   if chosen in results:
     r = results[chosen]
+    v = f"vmap{chosen_microbatch}"
     best_impl = min(results, key=lambda k: results[k]["loop_s"])
     print(f"formulation={chosen}")
-    print(f"vmap_vs_loop_speedup={r['loop_s'] / r['vmap_s']:.2f}")
+    print(f"microbatch={chosen_microbatch}")
+    print(f"vmap_vs_loop_speedup={r['loop_s'] / r[v + '_s']:.2f}")
     print(f"fastest_loop_formulation={best_impl}")
-    print(f"vmap_vs_best_loop_speedup={results[best_impl]['loop_s'] / r['vmap_s']:.2f}")
-    print(f"compilations={r['compilations']}")
-    print(f"traces={r['traces']}")
-
+    print(f"vmap_vs_best_loop_speedup={results[best_impl]['loop_s'] / r[v + '_s']:.2f}")
+    print(f"compilations={r[v + '_compilations']}")
+    print(f"traces={r[v + '_traces']}")
 
 if __name__ == "__main__":
   app.run(main)

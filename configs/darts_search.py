@@ -34,10 +34,10 @@ def get_config(preset=None):
   c.seed = 2  # the reference's default search seed
   c.data = ml_collections.ConfigDict(dict(
       name="fashion_mnist", data_dir=None, train_fraction=1.0, val_fraction=0.5, split_seed=0,
-      image_size=0, channels=0, normalization="standardize", limit_train=10000, limit_test=0,
+      image_size=0, channels=0, normalization="standardize", limit_train=6000, limit_test=0,
       augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=0)))
   c.model = ml_collections.ConfigDict(dict(init_channels=8, layers=5, steps=4, multiplier=4, stem_multiplier=3,
-                                           conv_impl="dense"))
+                                           conv_impl="shift"))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.025, schedule="cosine", final_learning_rate=0.001, warmup_steps=0,
       momentum=0.9, nesterov=False, weight_decay=3e-4, grad_clip_norm=5.0))

@@ -39,7 +39,7 @@ def get_config(preset=None):
       augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=8)))
   c.model_name = "darts_eval"
   c.model = ml_collections.ConfigDict(dict(init_channels=16, layers=8, auxiliary=False, drop_path_prob=0.2,
-                                           stem_multiplier=3, conv_impl="dense"))
+                                           stem_multiplier=3, conv_impl="shift"))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.025, schedule="cosine", final_learning_rate=0.0, warmup_steps=0,
       momentum=0.9, nesterov=False, weight_decay=3e-4, grad_clip_norm=5.0))

@@ -46,8 +46,11 @@ def base_config(preset, config_file: str):
       gene_crossover_prob=0.5, mutation_prob=0.4, gene_mutation_prob=0.0, target_fitness=float("inf"),
       patience=0, min_delta=0.0))
   # Fitness (book §2.2.2 C): validation accuracy after a short training run.
+  # vmap_microbatch: 0 vmaps the whole offspring chunk at once; m > 0 vmaps groups of m individuals inside
+  # one compiled scan over the groups (jax.lax.map batch_size): still one compilation, but each group's
+  # activations stay in the CPU's caches (benchmarks/ga_population.py, docs/nas_evolution.md).
   c.fitness = ml_collections.ConfigDict(dict(train_steps=150, batch_size=32, eval_batch_size=50,
-                                             evaluation="vmap"))
+                                             evaluation="vmap", vmap_microbatch=0))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=2e-3, schedule="constant", final_learning_rate=0.0, warmup_steps=0,
       momentum=0.9, nesterov=False, b1=0.9, b2=0.999, weight_decay=0.0, grad_clip_norm=0.0))

@@ -117,15 +117,19 @@ def _digits_fitness_data(steps):
   return ds, data
 
 
-@pytest.mark.parametrize("space", [
-    supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
-                        unit_choices=(8, 16), activations=("relu", "tanh")),
-    pytest.param(cell_supernet.CellSpace(num_nodes=3, channels=4, num_stages=1), marks=pytest.mark.slow),
-], ids=["chain", "cell"])
-def test_vmap_and_loop_agree_and_the_run_compiles_once(space):
+SMALL_CHAIN = supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
+                                  unit_choices=(8, 16), activations=("relu", "tanh"))
+
+
+@pytest.mark.parametrize("space,microbatch", [
+    (SMALL_CHAIN, 0),
+    (SMALL_CHAIN, 2),  # groups of 2 vmapped inside one compiled scan (fitness.vmap_microbatch)
+    pytest.param(cell_supernet.CellSpace(num_nodes=3, channels=4, num_stages=1), 0, marks=pytest.mark.slow),
+], ids=["chain", "chain_microbatch2", "cell"])
+def test_vmap_and_loop_agree_and_the_run_compiles_once(space, microbatch):
   ds, data = _digits_fitness_data(steps=6)
   evaluator = enas.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=4,
-                                       eval_batch_size=100, num_devices=1)
+                                       eval_batch_size=100, num_devices=1, microbatch=microbatch)
   genomes = space.spec.sample(jax.random.key(0), 6)  # 6 = a full chunk plus a padded one
   keys = enas.individual_keys(jax.random.key(1), 0, 6)
   vmapped = evaluator(genomes, keys, data)
@@ -142,6 +146,12 @@ def test_vmap_and_loop_agree_and_the_run_compiles_once(space):
   # Different keys give different initial weights (so different training), same keys the same.
   other = evaluator(genomes, enas.individual_keys(jax.random.key(9), 0, 6), data)
   assert not np.allclose(other.train_loss, vmapped.train_loss)
+
+
+def test_vmap_microbatch_must_divide_the_chunk():
+  with pytest.raises(DlbookError, match="vmap_microbatch"):
+    enas.PopulationEvaluator(SMALL_CHAIN, 10, (8, 8, 1), optax.adam(3e-3), chunk_size=4, eval_batch_size=100,
+                             num_devices=1, microbatch=3)
 
 
 SHARDING_SCRIPT = r"""

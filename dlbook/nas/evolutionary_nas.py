@@ -126,8 +126,12 @@ class PopulationEvaluator:
   """
 
   def __init__(self, space, num_classes: int, image_shape, tx, *, chunk_size: int, eval_batch_size: int,
-               num_devices: int = 0):
+               num_devices: int = 0, microbatch: int = 0):
     require(chunk_size > 0, f"population chunk size must be positive, got {chunk_size}")
+    require(microbatch >= 0 and (microbatch == 0 or chunk_size % microbatch == 0),
+            f"fitness.vmap_microbatch ({microbatch}) must be 0 (the whole chunk at once) or divide the "
+            f"evaluated population chunk ({chunk_size} individuals)")
+    self.microbatch = int(microbatch) if microbatch and microbatch < chunk_size else 0
     self.space = space
     self.chunk_size = int(chunk_size)
     self.mesh = sharding.data_mesh(num_devices)
@@ -141,6 +145,8 @@ class PopulationEvaluator:
 
     def batched(genomes, keys, data):
       self.num_traces += 1  # Python side effect: runs once per trace, never per call
+      if self.microbatch:  # vmap over groups of `microbatch` individuals, a scan over the groups
+        return jax.lax.map(lambda gk: one(gk[0], gk[1], data), (genomes, keys), batch_size=self.microbatch)
       return jax.vmap(one, in_axes=(0, 0, None))(genomes, keys, data)
 
     self._population = NamedSharding(self.mesh, PartitionSpec("data"))
@@ -387,7 +393,8 @@ def search(config, workdir: str) -> dict:
   tx = optim.make_optimizer(config.optimizer, steps)
   chunk = ga.offspring_per_generation
   evaluator = PopulationEvaluator(space, dataset.num_classes, dataset.image_shape, tx, chunk_size=chunk,
-                                  eval_batch_size=int(f.eval_batch_size), num_devices=config.num_devices)
+                                  eval_batch_size=int(f.eval_batch_size), num_devices=config.num_devices,
+                                  microbatch=int(f.get("vmap_microbatch", 0)))
   fit_data = make_fitness_data(dataset.train.images, dataset.train.labels, dataset.val.images, dataset.val.labels,
                                batch_size=int(f.batch_size), num_steps=steps, seed=config.seed,
                                eval_batch_size=int(f.eval_batch_size))
