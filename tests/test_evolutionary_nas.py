@@ -148,6 +148,32 @@ def test_vmap_and_loop_agree_and_the_run_compiles_once(space, microbatch):
   assert not np.allclose(other.train_loss, vmapped.train_loss)
 
 
+def test_fused_activation_equals_each_activation_with_its_gradient():
+  from dlbook.models.chain_cnn import ACTIVATIONS
+  x = jnp.concatenate([jnp.linspace(-30.0, 30.0, 2001), jnp.array([0.0, 1e-8, -1e-8])])
+  names = supernet.FUSED_ACTIVATIONS
+  for i, name in enumerate(names):
+    fused = lambda v: supernet.fused_activation(i, v, names)
+    np.testing.assert_allclose(fused(x), ACTIVATIONS[name](x), atol=3e-7, err_msg=name)
+    np.testing.assert_allclose(jax.vmap(jax.grad(fused))(x), jax.vmap(jax.grad(ACTIVATIONS[name]))(x), atol=1e-6,
+                               err_msg=name)
+  # Under vmap each individual gets its own activation.
+  out = jax.vmap(lambda i: supernet.fused_activation(i, x, names))(jnp.arange(4))
+  for i, name in enumerate(names):
+    np.testing.assert_allclose(out[i], ACTIVATIONS[name](x), atol=3e-7)
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 6, 3), (2, 7, 5, 3)])
+def test_max_pool_2x2_equals_flax_max_pool_with_gradient_on_ties(shape):
+  import flax.linen as nn
+  x = jnp.asarray(np.random.default_rng(0).integers(-2, 3, shape), jnp.float32)  # many tied maxima
+  ours, flax_pool = supernet.max_pool_2x2, lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(ours(x), flax_pool(x))
+  weights = jnp.arange(ours(x).size, dtype=jnp.float32).reshape(ours(x).shape)
+  grad = lambda pool: jax.grad(lambda v: jnp.sum(pool(v) * weights))(x)
+  np.testing.assert_array_equal(grad(ours), grad(flax_pool))  # first maximum gets it, as flax
+
+
 def test_vmap_microbatch_must_divide_the_chunk():
   with pytest.raises(DlbookError, match="vmap_microbatch"):
     enas.PopulationEvaluator(SMALL_CHAIN, 10, (8, 8, 1), optax.adam(3e-3), chunk_size=4, eval_batch_size=100,

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 
 from dlbook.errors import require
 from dlbook.nas import evolution
-from dlbook.nas.supernet import CONV_IMPLS, centred_kernel_mask, conv2d
+from dlbook.models.darts import operations as darts_ops
+from dlbook.nas.supernet import CONV_IMPLS, centred_kernel_mask, conv2d, max_pool_2x2
 
 OPS = ("none", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "conv_3x3", "conv_5x5")
 CONV_KERNEL = {"conv_3x3": 3, "conv_5x5": 5}
@@ -57,7 +58,8 @@ class Edge(nn.Module):
     convs = [o for o in self.ops if o in CONV_KERNEL]
     outs = {"none": jnp.zeros_like(x), "skip_connect": x}
     if "max_pool_3x3" in self.ops:
-      outs["max_pool_3x3"] = nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+      # The DARTS op's gather-form gradient: nn.max_pool's gradient is slow under vmap (supernet.max_pool_2x2).
+      outs["max_pool_3x3"] = darts_ops.max_pool_3x3(x, 1)
     if "avg_pool_3x3" in self.ops:
       outs["avg_pool_3x3"] = avg_pool_3x3(x)
     if convs:
@@ -109,7 +111,7 @@ class CellSupernet(nn.Module):
     c = 0
     for s in range(self.num_stages):
       if s > 0 and x.shape[1] >= 2:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
       for _ in range(self.cells_per_stage):
         x = Cell(self.ops, self.num_nodes, self.channels, self.conv_impl, name=f"cell_{c}")(
             x, onehot[c % onehot.shape[0]], train)
