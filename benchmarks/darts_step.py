@@ -30,7 +30,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("reference_cnn", None, "Path of the reference's cnn/ folder (quark0/darts).")
 flags.DEFINE_string("reference_tool", "/work/shared/tools/ref_darts_step.py", "The reference timing script.")
 flags.DEFINE_list("orders", ["1", "2"], "DARTS orders to time.")
-flags.DEFINE_list("conv_impls", ["dense"], "dlbook depthwise-separable conv formulations to time.")
+flags.DEFINE_list("conv_impls", ["shift"], "dlbook depthwise-separable conv formulations to time "
+                  "(shift = the default of dlbook.models.darts.operations, dense, grouped).")
 flags.DEFINE_list("hessians", ["exact"], "Second-order hypergradients to time: exact, finite_difference.")
 flags.DEFINE_list("reference_malloc", ["default"], "Allocator settings for the reference: default, tuned.")
 flags.DEFINE_integer("steps", 3, "Timed dlbook steps (median reported).")
