@@ -89,6 +89,8 @@ def get_config(preset=None):
     c.space.max_dense = 1
     c.space.unit_choices = (8, 16)
     c.space.activations = ("relu", "tanh")
+  elif c.preset == "cpu":
+    c.fitness.vmap_microbatch = 2  # measured best on 2 CPU cores (docs/nas_evolution.md, session 3)
   elif c.preset == "full":
     c.space.conv_impl = "xla"  # under vmap a grouped conv: native on GPUs (not measured here)
     c.space.filter_choices = (16, 32, 64, 128)
