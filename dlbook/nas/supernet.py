@@ -164,10 +164,13 @@ def _window_taps(x):
   return [v[:, :, i, :, j] for i in range(2) for j in range(2)]
 
 
+def _window_max(taps):
+  return jnp.maximum(jnp.maximum(taps[0], taps[1]), jnp.maximum(taps[2], taps[3]))
+
+
 @jax.custom_vjp
 def _max_pool_2x2(x):
-  taps = _window_taps(x)
-  return jnp.maximum(jnp.maximum(taps[0], taps[1]), jnp.maximum(taps[2], taps[3]))
+  return _window_max(_window_taps(x))
 
 
 def _max_pool_2x2_fwd(x):
@@ -176,7 +179,7 @@ def _max_pool_2x2_fwd(x):
 
 def _max_pool_2x2_bwd(x, g):
   taps = _window_taps(x)
-  best = jnp.maximum(jnp.maximum(taps[0], taps[1]), jnp.maximum(taps[2], taps[3]))
+  best = _window_max(taps)
   owner = jnp.full(best.shape, 3, jnp.int8)
   for t in (2, 1, 0):
     owner = jnp.where(taps[t] == best, jnp.int8(t), owner)
