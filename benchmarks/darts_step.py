@@ -41,6 +41,9 @@ flags.DEFINE_integer("reference_warmup", 1, "Untimed reference steps.")
 flags.DEFINE_integer("batch", 64, "Batch size.")
 flags.DEFINE_integer("C", 16, "Initial channels.")
 flags.DEFINE_integer("layers", 8, "Cells.")
+flags.DEFINE_enum("remat_edges", "order2", ["never", "order2", "always"],
+                  "Rematerialise the supernet's edges (model remat_edges) never, for the second order only, or "
+                  "always: the exact second-order step needs 51.6 GB of XLA temp buffers at batch 64 without it.")
 flags.DEFINE_bool("micro", False, "Also time kernel formulations of single ops.")
 flags.DEFINE_bool("skip_reference", False, "Time dlbook only (no ratio).")
 
@@ -88,7 +91,9 @@ def time_dlbook(order: int, conv_impl: str, hessian: str):
   import optax
   from dlbook import models
   from dlbook.nas.darts import bilevel
-  model = models.build("darts_search", num_classes=10, init_channels=FLAGS.C, layers=FLAGS.layers, conv_impl=conv_impl)
+  remat = FLAGS.remat_edges == "always" or (FLAGS.remat_edges == "order2" and order == 2)
+  model = models.build("darts_search", num_classes=10, init_channels=FLAGS.C, layers=FLAGS.layers, conv_impl=conv_impl,
+                       remat_edges=remat)
   variables = jax.jit(lambda k: model.init({"params": k}, jnp.zeros((2, 32, 32, 3)), train=False))(jax.random.key(0))
   schedule = optax.cosine_decay_schedule(0.025, 1000, 0.001 / 0.025)
   w_tx = optax.chain(optax.clip_by_global_norm(5.0), optax.add_decayed_weights(3e-4), optax.sgd(schedule, momentum=0.9))
@@ -102,6 +107,8 @@ def time_dlbook(order: int, conv_impl: str, hessian: str):
   t0 = time.perf_counter()
   compiled = step.lower(state, tb, vb).compile()
   compile_s = time.perf_counter() - t0
+  memory = compiled.memory_analysis()
+  temp_gb = memory.temp_size_in_bytes / 1e9 if memory is not None else float("nan")
   times, cpu_times = [], []
   for i in range(FLAGS.warmup + FLAGS.steps):
     t0, c0 = time.perf_counter(), time.process_time()
@@ -110,7 +117,7 @@ def time_dlbook(order: int, conv_impl: str, hessian: str):
     if i >= FLAGS.warmup:
       times.append(time.perf_counter() - t0)
       cpu_times.append(time.process_time() - c0)
-  return statistics.median(times), min(times), compile_s, statistics.median(cpu_times)
+  return statistics.median(times), min(times), compile_s, statistics.median(cpu_times), remat, temp_gb
 
 
 def micro():
@@ -177,9 +184,11 @@ def main(argv):
         emit(order=order, reference_malloc=malloc, reference_step_s=reference[malloc])
     for conv_impl in FLAGS.conv_impls:
       for hessian in (FLAGS.hessians if order == 2 else ["-"]):
-        median, best, compile_s, cpu_s = time_dlbook(order, conv_impl, hessian if order == 2 else "exact")
-        emit(order=order, conv_impl=conv_impl, hessian=hessian, dlbook_step_s=median, dlbook_step_min_s=best,
-             dlbook_step_cpu_s=cpu_s, compile_s=compile_s, load_avg_1min=os.getloadavg()[0])
+        median, best, compile_s, cpu_s, remat, temp_gb = time_dlbook(order, conv_impl,
+                                                                     hessian if order == 2 else "exact")
+        emit(order=order, conv_impl=conv_impl, hessian=hessian, remat_edges=remat, dlbook_step_s=median,
+             dlbook_step_min_s=best, dlbook_step_cpu_s=cpu_s, compile_s=compile_s, xla_temp_GB=temp_gb,
+             load_avg_1min=os.getloadavg()[0])
         for malloc, ref in reference.items():
           emit(order=order, conv_impl=conv_impl, hessian=hessian, reference_malloc=malloc,
                dlbook_vs_reference_ratio=median / ref)

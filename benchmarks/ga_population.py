@@ -2,7 +2,7 @@
 
   python -m benchmarks.ga_population [--config=configs/evolve_chain.py:cpu] [--population=16]
       [--train_steps=N] [--formulations=taps,patches[,per_individual,xla]] [--microbatches=0,2,4]
-      [--repeats=1] [--conv_only]
+      [--vmap_devices=1,2 --host_devices=2] [--repeats=1] [--conv_only]
 
 P individuals of the chain supernet at the cpu preset's size (Fashion-MNIST subset at 14x14,
 batch 32, the preset's training steps and 2,000 validation images) are each trained and evaluated
@@ -14,9 +14,13 @@ run of each counts. Any conv formulation of dlbook.nas.supernet (CONV_IMPLS) can
 default two are the fast ones on CPU (per_individual and xla take several times longer).
 Prints name=value lines: `vmap_vs_loop_speedup` is loop time / vmap time for the config's
 formulation; `vmap_vs_best_loop_speedup` divides the fastest loop of any formulation by it.
+With --host_devices=N the CPU is split into N XLA host devices and --vmap_devices also times the
+population sharded over them (the evolutionary NAS path on several devices; each device evaluates
+its share concurrently); the loop stays on one device, as a sequential loop over individuals must.
 --conv_only times one conv layer (forward and backward) per formulation instead.
 """
 
+import os
 import time
 
 import jax
@@ -36,6 +40,10 @@ flags.DEFINE_list("formulations", ["taps", "patches"],
                   "Conv formulations to measure (any of dlbook.nas.supernet.CONV_IMPLS).")
 flags.DEFINE_list("microbatches", ["0"], "vmap microbatch sizes to time (0: the whole population in one vmap; "
                   "m: groups of m vmapped inside one compiled scan, fitness.vmap_microbatch).")
+flags.DEFINE_list("vmap_devices", ["1"], "Device counts to shard the vmapped population over (each device runs "
+                  "its share; the loop always runs on one device).")
+flags.DEFINE_integer("host_devices", 0, "Split the CPU into this many XLA host devices "
+                     "(--xla_force_host_platform_device_count) before JAX starts; 0 leaves it alone.")
 flags.DEFINE_integer("repeats", 1, "Timed runs of each path (alternating); the fastest counts.")
 flags.DEFINE_bool("conv_only", False, "Time one conv layer's forward+backward (P x 64x14x14x32 -> 32, 5x5) "
                   "per formulation instead of whole fitness evaluations.")
@@ -63,17 +71,21 @@ def conv_only(population, formulations, repeats):
     print(f"conv_{impl}_vmap_vs_loop_speedup={times['loop'] / times['vmap']:.2f}", flush=True)
 
 
-def measure(config, dataset, impl, population, steps, repeats, microbatches):
-  """Loop and vmap (one evaluator per microbatch size) on the same genomes, keys and data."""
+def vmap_name(microbatch: int, devices: int) -> str:
+  return f"vmap{microbatch}" + (f"_d{devices}" if devices != 1 else "")
+
+
+def measure(config, dataset, impl, population, steps, repeats, microbatches, device_counts):
+  """Loop and vmap (one evaluator per microbatch size and device count) on the same genomes, keys and data."""
   config.space.conv_impl = impl
   space = enas.make_space(config.space)
   f = config.fitness
   tx = optim.make_optimizer(config.optimizer, steps)
-  make = lambda m: enas.PopulationEvaluator(space, dataset.num_classes, dataset.image_shape, tx,
-                                            chunk_size=population, eval_batch_size=int(f.eval_batch_size),
-                                            num_devices=1, microbatch=m)
-  evaluators = {"loop": make(0)}
-  evaluators.update({f"vmap{m}": make(m) for m in microbatches})
+  make = lambda m, d: enas.PopulationEvaluator(space, dataset.num_classes, dataset.image_shape, tx,
+                                               chunk_size=population, eval_batch_size=int(f.eval_batch_size),
+                                               num_devices=d, microbatch=m)
+  evaluators = {"loop": make(0, 1)}
+  evaluators.update({vmap_name(m, d): make(m, d) for d in device_counts for m in microbatches})
   data = enas.make_fitness_data(dataset.train.images, dataset.train.labels, dataset.val.images,
                                 dataset.val.labels, batch_size=int(f.batch_size), num_steps=steps,
                                 seed=config.seed, eval_batch_size=int(f.eval_batch_size))
@@ -89,15 +101,18 @@ def measure(config, dataset, impl, population, steps, repeats, microbatches):
       t0 = time.time()
       out[f"{path}_fitness"] = run(genomes, keys, data).fitness
       out[f"{path}_s"] = min(out.get(f"{path}_s", np.inf), time.time() - t0)
-  for m in microbatches:
-    out[f"vmap{m}_traces"] = evaluators[f"vmap{m}"].num_traces
-    out[f"vmap{m}_compilations"] = evaluators[f"vmap{m}"].num_compilations
+  for name, ev in evaluators.items():
+    out[f"{name}_traces"] = ev.num_traces
+    out[f"{name}_compilations"] = ev.num_compilations
   out["eval_images"] = len(dataset.val)
   return out
 
 
 def main(argv):
   del argv
+  if FLAGS.host_devices:
+    from dlbook.nas.darts import runtime
+    runtime.add_xla_flags((f"--xla_force_host_platform_device_count={FLAGS.host_devices}",))
   if FLAGS.conv_only:
     print(f"population={FLAGS.population}")
     conv_only(FLAGS.population, FLAGS.formulations, FLAGS.repeats)
@@ -112,32 +127,46 @@ def main(argv):
   print(f"batch_size={config.fitness.batch_size}")
   print(f"image_shape={'x'.join(map(str, dataset.image_shape))}")
   print(f"eval_images={len(dataset.val)}")
-  print(f"devices={jax.device_count()} backend={jax.default_backend()}")
+  print(f"devices={jax.device_count()} backend={jax.default_backend()} cpu_count={os.cpu_count()}")
   chosen_microbatch = int(config.fitness.get("vmap_microbatch", 0))
+  chosen_devices = int(config.num_devices) or jax.device_count()
   microbatches = sorted({int(m) for m in FLAGS.microbatches} | {chosen_microbatch})
+  device_counts = sorted({int(d) for d in FLAGS.vmap_devices} | {chosen_devices})
+  if max(device_counts) > jax.device_count():
+    raise app.UsageError(f"--vmap_devices asks for {max(device_counts)} devices but {jax.device_count()} exist; "
+                         f"add --host_devices={max(device_counts)}")
   print(f"config_vmap_microbatch={chosen_microbatch}")
+  print(f"config_devices={chosen_devices}")
   results = {}
   for impl in FLAGS.formulations:
-    r = measure(config.copy_and_resolve_references(), dataset, impl, p, steps, FLAGS.repeats, microbatches)
+    r = measure(config.copy_and_resolve_references(), dataset, impl, p, steps, FLAGS.repeats, microbatches,
+                device_counts)
     results[impl] = r
     print(f"{impl}_loop_s={r['loop_s']:.2f}")
     print(f"{impl}_loop_compile_s={r['loop_compile_s']:.1f}")
-    for m in microbatches:
-      v = f"vmap{m}"
-      print(f"{impl}_microbatch={m} {impl}_vmap_s={r[v + '_s']:.2f} {impl}_vmap_compile_s={r[v + '_compile_s']:.1f} "
-            f"{impl}_vmap_vs_loop_speedup={r['loop_s'] / r[v + '_s']:.2f} compilations={r[v + '_compilations']} "
-            f"max_abs_fitness_diff={np.abs(r[v + '_fitness'] - r['loop_fitness']).max():.2e}", flush=True)
+    for d in device_counts:
+      for m in microbatches:
+        v = vmap_name(m, d)
+        print(f"{impl}_microbatch={m} {impl}_devices={d} {impl}_vmap_s={r[v + '_s']:.2f} "
+              f"{impl}_vmap_compile_s={r[v + '_compile_s']:.1f} {impl}_vmap_vs_loop_speedup={r['loop_s'] / r[v + '_s']:.2f} "
+              f"compilations={r[v + '_compilations']} "
+              f"max_abs_fitness_diff={np.abs(r[v + '_fitness'] - r['loop_fitness']).max():.2e}", flush=True)
   if chosen in results:
     r = results[chosen]
-    v = f"vmap{chosen_microbatch}"
+    v = vmap_name(chosen_microbatch, chosen_devices)
     best_impl = min(results, key=lambda k: results[k]["loop_s"])
     print(f"formulation={chosen}")
     print(f"microbatch={chosen_microbatch}")
+    print(f"vmap_devices={chosen_devices}")
     print(f"vmap_vs_loop_speedup={r['loop_s'] / r[v + '_s']:.2f}")
+    if chosen_devices != 1:
+      v1 = vmap_name(chosen_microbatch, 1)
+      print(f"vmap_1device_vs_loop_speedup={r['loop_s'] / r[v1 + '_s']:.2f}")
     print(f"fastest_loop_formulation={best_impl}")
     print(f"vmap_vs_best_loop_speedup={results[best_impl]['loop_s'] / r[v + '_s']:.2f}")
     print(f"compilations={r[v + '_compilations']}")
     print(f"traces={r[v + '_traces']}")
+
 
 if __name__ == "__main__":
   app.run(main)

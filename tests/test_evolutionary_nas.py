@@ -190,9 +190,9 @@ space = supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3
 genomes = space.spec.sample(jax.random.key(0), 8)
 keys = enas.individual_keys(jax.random.key(1), 0, 8)
 out = {"devices": jax.device_count()}
-for n in (8, 1):
+for n, microbatch in ((8, 0), (2, 2), (1, 0)):  # (2, 2): 4 individuals per device, scanned in groups of 2
   ev = enas.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=8, eval_batch_size=100,
-                                num_devices=n)
+                                num_devices=n, microbatch=microbatch)
   r = ev(genomes, keys, data)
   out[f"fitness_{n}"] = r.fitness.tolist()
   out[f"loss_{n}"] = r.train_loss.tolist()
@@ -210,9 +210,10 @@ def test_population_is_sharded_over_8_devices_and_agrees_with_1():
                         text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.split("RESULT", 1)[1])
-  assert out["devices"] == 8 and out["shards_8"] == 8 and out["shards_1"] == 1
-  np.testing.assert_allclose(out["fitness_8"], out["fitness_1"], atol=1 / 200 + 1e-6)  # <= 1 image of 200
-  np.testing.assert_allclose(out["loss_8"], out["loss_1"], rtol=1e-4)
+  assert out["devices"] == 8 and out["shards_8"] == 8 and out["shards_2"] == 2 and out["shards_1"] == 1
+  for n in (8, 2):
+    np.testing.assert_allclose(out[f"fitness_{n}"], out["fitness_1"], atol=1 / 200 + 1e-6)  # <= 1 image of 200
+    np.testing.assert_allclose(out[f"loss_{n}"], out["loss_1"], rtol=1e-4)
 
 
 def _load(workdir, name):

@@ -143,11 +143,25 @@ class PopulationEvaluator:
     self.compile_seconds = 0.0
     one = make_train_and_evaluate(space, num_classes, tuple(image_shape), tx, eval_batch_size)
 
-    def batched(genomes, keys, data):
-      self.num_traces += 1  # Python side effect: runs once per trace, never per call
+    per_device = self.chunk_size // self.mesh.devices.size
+    require(not self.microbatch or per_device % self.microbatch == 0,
+            f"fitness.vmap_microbatch ({microbatch}) must divide the {per_device} individuals each of the "
+            f"{self.mesh.devices.size} devices evaluates")
+    if self.microbatch >= per_device:
+      self.microbatch = 0
+
+    def local(genomes, keys, data):  # one device's share of the population
       if self.microbatch:  # vmap over groups of `microbatch` individuals, a scan over the groups
         return jax.lax.map(lambda gk: one(gk[0], gk[1], data), (genomes, keys), batch_size=self.microbatch)
       return jax.vmap(one, in_axes=(0, 0, None))(genomes, keys, data)
+
+    def batched(genomes, keys, data):
+      self.num_traces += 1  # Python side effect: runs once per trace, never per call
+      # shard_map: every device runs `local` on its own individuals, with no communication (the
+      # per-device scan of `microbatch` groups would otherwise scan over a sharded axis).
+      return jax.shard_map(local, mesh=self.mesh, in_specs=(PartitionSpec("data"), PartitionSpec("data"),
+                                                            PartitionSpec()),
+                           out_specs=PartitionSpec("data"), check_vma=False)(genomes, keys, data)
 
     self._population = NamedSharding(self.mesh, PartitionSpec("data"))
     self._replicated = NamedSharding(self.mesh, PartitionSpec())

@@ -123,6 +123,14 @@ def _depthwise_conv_fwd(x, kernel, stride, padding, dilation):
 
 def _depthwise_conv_bwd(stride, padding, dilation, residuals, dy):
   x, kernel = residuals
+  # Rematerialised when differentiated again (second-order DARTS): otherwise the outer derivative keeps
+  # all 2 k*k tap views of x and dy as residuals, and across a scanned cell of edges that stack needed
+  # 77 GB at batch 64. Recomputing the views costs one extra backward pass per depthwise conv.
+  return jax.checkpoint(functools.partial(_depthwise_conv_grads, stride, padding, dilation),
+                        policy=jax.checkpoint_policies.nothing_saveable)(x, kernel, dy)
+
+
+def _depthwise_conv_grads(stride, padding, dilation, x, kernel, dy):
   k = kernel.shape[0]
   taps = kernel.reshape(k * k, kernel.shape[-1])
   dx = 0.0

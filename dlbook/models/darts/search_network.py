@@ -88,9 +88,11 @@ class EdgeStep(nn.Module):
     return jax.lax.dynamic_update_index_in_dim(nodes, current + out, dst, 0), None
 
 
-def scan_edges(num: int, name: str, **kw) -> nn.Module:
-  """`EdgeStep` scanned over `num` edges; parameters stacked on a leading edge axis."""
-  scanned = nn.scan(EdgeStep, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
+def scan_edges(num: int, name: str, remat: bool = False, **kw) -> nn.Module:
+  """`EdgeStep` scanned over `num` edges; parameters stacked on a leading edge axis. With `remat`, each
+  edge's activations are recomputed in the backward pass instead of being stacked across the scan."""
+  step = nn.remat(EdgeStep, prevent_cse=False) if remat else EdgeStep
+  scanned = nn.scan(step, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
                     in_axes=(0, nn.broadcast), out_axes=0, length=num)
   return scanned(name=name, **kw)
 
@@ -103,13 +105,19 @@ class SearchCell(nn.Module):
   reference's order (all edges into node i before any edge out of it). The result equals 14 separate
   mixed ops; XLA compiles 2 instead of 14 (the unrolled supernet took many minutes to compile), and
   the kernels inside are the same. Parameters are stacked per scan: `input_edges` in the order
-  (node 0: c_{k-2}, c_{k-1}; node 1: ...), `inner_edges` by target node then source."""
+  (node 0: c_{k-2}, c_{k-1}; node 1: ...), `inner_edges` by target node then source.
+
+  `remat_edges` rematerialises every edge (`nn.remat` inside the scan): the backward pass recomputes an
+  edge's mixed op instead of keeping its activations for all edges of the scan. Results are identical;
+  it trades compute for memory, which second-order DARTS needs (its hypergradient differentiates the
+  whole weight-gradient computation again, and at batch 64 the kept activations outgrow a 24 GB host)."""
   channels: int
   reduction: bool
   reduction_prev: bool
   steps: int = 4
   multiplier: int = 4
   conv_impl: str = DEFAULT_CONV_IMPL
+  remat_edges: bool = False
 
   @nn.compact
   def __call__(self, s0, s1, weights, train: bool):
@@ -127,13 +135,13 @@ class SearchCell(nn.Module):
     pairs = [(j, i) for i in range(steps) for j in (0, 1)]
     xs = (jnp.asarray([j for j, _ in pairs]), jnp.asarray([i for _, i in pairs]),
           weights[jnp.asarray([edge_index(i, j) for j, i in pairs])])
-    nodes, _ = scan_edges(len(pairs), "input_edges", channels=c, stride=stride, train=train,
+    nodes, _ = scan_edges(len(pairs), "input_edges", self.remat_edges, channels=c, stride=stride, train=train,
                           conv_impl=self.conv_impl)(nodes, xs, jnp.stack([s0, s1]))
     pairs = [(j, i) for i in range(steps) for j in range(2, i + 2)]
     if pairs:
       xs = (jnp.asarray([j - 2 for j, _ in pairs]), jnp.asarray([i for _, i in pairs]),
             weights[jnp.asarray([edge_index(i, j) for j, i in pairs])])
-      nodes, _ = scan_edges(len(pairs), "inner_edges", channels=c, stride=1, train=train,
+      nodes, _ = scan_edges(len(pairs), "inner_edges", self.remat_edges, channels=c, stride=1, train=train,
                             conv_impl=self.conv_impl)(nodes, xs, None)
     kept = nodes[steps - self.multiplier:]  # the last `multiplier` nodes, concatenated on channels
     return jnp.concatenate(list(kept), axis=-1)
@@ -149,6 +157,7 @@ class SearchNetwork(nn.Module):
   multiplier: int = 4
   stem_multiplier: int = 3
   conv_impl: str = DEFAULT_CONV_IMPL
+  remat_edges: bool = False
 
   def arch_weights(self):
     init = lambda key, shape: 1e-3 * jax.random.normal(key, shape)
@@ -176,7 +185,7 @@ class SearchNetwork(nn.Module):
       reduction = is_reduction(i, self.layers)
       c_curr = c_curr * 2 if reduction else c_curr
       cell = SearchCell(c_curr, reduction, reduction_prev, self.steps, self.multiplier, self.conv_impl,
-                        name=f"cell_{i}")
+                        self.remat_edges, name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, weights_reduce if reduction else weights_normal, train)
       reduction_prev = reduction
     out = jnp.mean(s1, axis=(1, 2))
@@ -187,6 +196,8 @@ class SearchNetwork(nn.Module):
 
 @register("darts_search")
 def darts_search(num_classes: int, init_channels: int = 16, layers: int = 8, steps: int = 4, multiplier: int = 4,
-                 stem_multiplier: int = 3, conv_impl: str = DEFAULT_CONV_IMPL) -> SearchNetwork:
+                 stem_multiplier: int = 3, conv_impl: str = DEFAULT_CONV_IMPL,
+                 remat_edges: bool = False) -> SearchNetwork:
   check_conv_impl(conv_impl)
-  return SearchNetwork(num_classes, init_channels, layers, steps, multiplier, stem_multiplier, conv_impl)
+  return SearchNetwork(num_classes, init_channels, layers, steps, multiplier, stem_multiplier, conv_impl,
+                       bool(remat_edges))
