@@ -90,7 +90,10 @@ def get_config(preset=None):
     c.space.unit_choices = (8, 16)
     c.space.activations = ("relu", "tanh")
   elif c.preset == "cpu":
-    c.fitness.vmap_microbatch = 2  # measured best on 2 CPU cores (docs/nas_evolution.md, session 3)
+    # Measured on the 2 CPU cores (benchmarks/ga_population.py, docs/nas_evolution.md, session 4): patches
+    # (im2col + one matmul) in vmapped groups of 2 is the fastest path, vmapped or looped.
+    c.space.conv_impl = "patches"
+    c.fitness.vmap_microbatch = 2
   elif c.preset == "full":
     c.space.conv_impl = "xla"  # under vmap a grouped conv: native on GPUs (not measured here)
     c.space.filter_choices = (16, 32, 64, 128)

@@ -23,9 +23,11 @@ as chain_cnn's lecun-normal initialisation of the decoded network.
 Kernel formulation (`conv_impl`; measured on this 2-core CPU with benchmarks/ga_population.py,
 figures in docs/nas_evolution.md):
 - ``taps`` (default): a sum over the k*k taps of (shifted input) @ kernel[tap]; under vmap each tap
-  is a batched matmul and no k*k-times larger patch tensor is materialised. Fastest vmapped path.
-- ``patches``: image patches + one einsum (im2col); the fastest single-individual path at these
-  small shapes, but under vmap the patch tensor of the whole population falls out of cache.
+  is a batched matmul and no k*k-times larger patch tensor is materialised.
+- ``patches``: image patches + one einsum (im2col). Vmapping the whole population at once makes the
+  patch tensor fall out of cache, but vmapped in groups of 2 (`fitness.vmap_microbatch`) it is the
+  fastest path both vmapped and looped since the pooling fix of session 3 (session 4 benchmark), so
+  the chain space's cpu preset uses it.
 - ``per_individual``: `lax.conv` with a custom batching rule, so each individual's conv (forward
   and both gradients) stays an ordinary XLA conv under vmap instead of a grouped conv.
 - ``xla``: plain `lax.conv`; vmap turns it into a grouped conv (slow on XLA CPU, native on GPU).
