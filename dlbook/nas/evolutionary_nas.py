@@ -128,10 +128,8 @@ class PopulationEvaluator:
   def __init__(self, space, num_classes: int, image_shape, tx, *, chunk_size: int, eval_batch_size: int,
                num_devices: int = 0, microbatch: int = 0):
     require(chunk_size > 0, f"population chunk size must be positive, got {chunk_size}")
-    require(microbatch >= 0 and (microbatch == 0 or chunk_size % microbatch == 0),
-            f"fitness.vmap_microbatch ({microbatch}) must be 0 (the whole chunk at once) or divide the "
-            f"evaluated population chunk ({chunk_size} individuals)")
-    self.microbatch = int(microbatch) if microbatch and microbatch < chunk_size else 0
+    require(microbatch >= 0, f"fitness.vmap_microbatch must be 0 (the whole chunk at once) or positive, got "
+            f"{microbatch}")
     self.space = space
     self.chunk_size = int(chunk_size)
     self.mesh = sharding.data_mesh(num_devices)
@@ -144,11 +142,10 @@ class PopulationEvaluator:
     one = make_train_and_evaluate(space, num_classes, tuple(image_shape), tx, eval_batch_size)
 
     per_device = self.chunk_size // self.mesh.devices.size
-    require(not self.microbatch or per_device % self.microbatch == 0,
-            f"fitness.vmap_microbatch ({microbatch}) must divide the {per_device} individuals each of the "
-            f"{self.mesh.devices.size} devices evaluates")
-    if self.microbatch >= per_device:
-      self.microbatch = 0
+    require(not microbatch or per_device % microbatch == 0,
+            f"fitness.vmap_microbatch ({microbatch}) must be 0 (the whole chunk at once) or divide the "
+            f"{per_device} individuals each of the {self.mesh.devices.size} device(s) evaluates")
+    self.microbatch = int(microbatch) if 0 < microbatch < per_device else 0
 
     def local(genomes, keys, data):  # one device's share of the population
       if self.microbatch:  # vmap over groups of `microbatch` individuals, a scan over the groups
