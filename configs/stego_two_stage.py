@@ -44,10 +44,12 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.embedding = "late"  # multi_message: conventional | early | mid | late
   c.stage1_depth = 2  # two_stage: transposed convs in stage 1 (0..3); stage 2 gets the other 4 - depth
   c.lsb_key = 0  # seed of the LSB embedding order
+  c.cover_augment = "none"  # none | dihedral: a random one of the 8 square symmetries per training cover
   c.data = ml_collections.ConfigDict(dict(
       name="photos64", data_dir=None, image_size=64, channels=3, normalization="symmetric",
       val_fraction=0.0, train_fraction=1.0, split_seed=0, limit_train=0, limit_test=0))
-  c.generator = ml_collections.ConfigDict(dict(channels=(16, 16, 32, 32), cover_shortcut=True))
+  # residual (with cover_shortcut): clip | bounded (S = C + tanh(h)·headroom, dlbook.stego.two_stage)
+  c.generator = ml_collections.ConfigDict(dict(channels=(16, 16, 32, 32), cover_shortcut=True, residual="clip"))
   c.extractor = ml_collections.ConfigDict(dict(channels=(64, 128, 128, 128), head_side=16))
   c.steganalyzer = ml_collections.ConfigDict(dict(channels=(8, 16, 32, 64)))
   c.loss = ml_collections.ConfigDict(dict(

@@ -61,8 +61,25 @@ BOOK_8_3 = {1: (77.04, 0.9658, 99.99, 99.99, 50), 2: (74.32, 0.9494, 99.93, 99.9
 EMBEDDING_ORDER = ("conventional", "early", "mid", "late")
 
 
+# Config keys added after some runs were made, with the value those runs used (their default).
+LATER_KEYS = {"cover_augment": "none", "generator.residual": "clip"}
+
+
+def with_later_keys(config: dict) -> dict:
+  """`config` with every missing key of `LATER_KEYS` set to the value runs made before it had."""
+  config = json.loads(json.dumps(config))
+  for dotted, value in LATER_KEYS.items():
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+      node = node.setdefault(p, {})
+    node.setdefault(leaf, value)
+  return config
+
+
 def load_runs(runs_dir: str):
-  """results.json payloads under `runs_dir`, grouped by (config without seed)."""
+  """results.json payloads under `runs_dir`, grouped by (config without seed); a run made before a
+  key of `LATER_KEYS` existed counts as having its default value."""
   paths = sorted(glob.glob(os.path.join(runs_dir, "**", "results.json"), recursive=True))
   require(bool(paths), f"no results.json files under {runs_dir}")
   groups = {}
@@ -70,6 +87,7 @@ def load_runs(runs_dir: str):
     with open(path) as f:
       payload = json.load(f)
     payload["_dir"] = os.path.dirname(path)
+    payload["config"] = with_later_keys(payload["config"])
     key = json.dumps({k: v for k, v in payload["config"].items() if k != "seed"}, sort_keys=True)
     groups.setdefault(key, []).append(payload)
   return [sorted(g, key=lambda p: p["seed"]) for g in groups.values()]

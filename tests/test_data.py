@@ -182,3 +182,16 @@ def test_augmentations():
     assert (h == 4 or ys.min() == 0 or ys.max() == 15) and (w == 4 or xs.min() == 0 or xs.max() == 15)
   rotated = np.asarray(aug.rotate(key, jax.numpy.ones((3, 9, 9, 1)), 30.0))
   assert rotated[:, 4, 4, 0].tolist() == [1.0, 1.0, 1.0] and rotated.min() < 1.0
+
+
+def test_dihedral_draws_all_eight_symmetries_exactly():
+  x = np.arange(4 * 4 * 2, dtype=np.float32).reshape(1, 4, 4, 2)
+  images = np.repeat(x, 400, axis=0)
+  out = np.asarray(aug.dihedral(jax.random.key(0), images))
+  variants = [np.rot90(x[0], k, axes=(0, 1)) for k in range(4)]
+  variants += [v[:, ::-1] for v in variants]
+  seen = [next(i for i, v in enumerate(variants) if np.array_equal(o, v)) for o in out]  # StopIteration if none
+  counts = np.bincount(seen, minlength=8)
+  assert (counts > 20).all(), counts  # all 8, roughly uniform (expected 50 each)
+  with pytest.raises(ValueError, match="square"):
+    aug.dihedral(jax.random.key(0), np.zeros((1, 4, 6, 1)))

@@ -36,6 +36,20 @@ def test_conv_formulations_agree_with_lax_conv_under_vmap_and_grad():
         x[0], w, "xla", stride), rtol=1e-4, atol=1e-4)
 
 
+def test_per_individual_copy_gives_each_individual_the_shared_images():
+  images = jnp.arange(12.0).reshape(2, 3, 2)
+  individual = jnp.arange(4)
+  np.testing.assert_array_equal(enas.per_individual_copy(images, individual[0]), images)  # identity outside vmap
+  # Shared images become population-major copies (the layout the rest of the network uses).
+  f = jax.jit(jax.vmap(lambda i: enas.per_individual_copy(images, i) * (i + 1)))
+  np.testing.assert_array_equal(f(individual), np.stack([images * (i + 1) for i in range(4)]))
+  # Images already batched are passed through unchanged.
+  batched = jnp.stack([images + i for i in range(4)])
+  np.testing.assert_array_equal(jax.vmap(enas.per_individual_copy)(batched, individual), batched)
+  jaxpr = str(jax.make_jaxpr(jax.vmap(lambda i: enas.per_individual_copy(images, i)))(individual))
+  assert "f32[4,2,3,2]" in jaxpr
+
+
 @pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.slow), 1, 2, 3])
 def test_chain_supernet_individual_equals_decoded_chain_cnn(seed):
   space = supernet.ChainSpace(max_conv=3, filter_choices=(4, 8), kernel_choices=(1, 3, 5), max_dense=2,

@@ -93,6 +93,7 @@ def test_bad_input_exits_with_one_line(tmp_path, args, message):
     ({"stage1_depth": 5}, "stage1_depth"),
     ({"data.name": "nowhere"}, "unknown dataset 'nowhere'"),
     ({"data.normalization": "standardize"}, "symmetric"),
+    ({"cover_augment": "mirror"}, "unknown cover_augment 'mirror'"),
 ])
 def test_bad_config_values_are_refused_before_training(tmp_path, overrides, message):
   from dlbook.stego import train

@@ -139,6 +139,27 @@ def test_cover_shortcut_outputs_the_cover_plus_a_bounded_residual():
   x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 4, 3)
   y = two_stage.space_to_depth(x, 2)
   assert y.shape == (2, 2, 2, 12) and sorted(np.asarray(y).ravel()) == sorted(np.asarray(x).ravel())
+  np.testing.assert_array_equal(two_stage.depth_to_space(y, 2), x)
+
+
+def test_bounded_residual_stays_in_range_without_clipping():
+  cover = jnp.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+  for t in (-1.0, -0.3, 0.0, 0.3, 1.0):
+    s = two_stage.bounded_residual(cover, jnp.full_like(cover, t))
+    assert float(s.min()) >= -1.0 and float(s.max()) <= 1.0
+  # t scales the headroom in its direction: +0.5 moves halfway to 1, -0.5 halfway to -1.
+  np.testing.assert_allclose(two_stage.bounded_residual(cover, jnp.full_like(cover, 0.5)), (cover + 1.0) / 2)
+  np.testing.assert_allclose(two_stage.bounded_residual(cover, jnp.full_like(cover, -0.5)), (cover - 1.0) / 2)
+  # A saturated pixel can still move inwards, and the gradient says so (clip would pass none).
+  grad = jax.grad(lambda t: two_stage.bounded_residual(jnp.float32(1.0), t))(jnp.float32(-0.1))
+  assert float(grad) == 2.0
+  gen = two_stage.two_stage_generator(256, 2, (4, 4, 4, 4), 16, cover_shortcut=True, residual="bounded")
+  c = jnp.ones((2, 16, 16, 3))  # all-white covers: every pixel at the top of the range
+  stego, _ = gen.apply(gen.init(jax.random.key(0), c, [jnp.ones((2, 256))]), c, [jnp.ones((2, 256))])
+  assert float(stego.max()) <= 1.0 and float(stego.min()) < 1.0
+  with pytest.raises(DlbookError, match="unknown generator.residual"):
+    bad = two_stage.two_stage_generator(256, 2, (4, 4, 4, 4), 16, cover_shortcut=True, residual="wrap")
+    bad.init(jax.random.key(0), c, [jnp.ones((2, 256))])
 
 
 # ------------------------------------------------------------------------------- LSB
@@ -246,3 +267,47 @@ def test_fractionally_strided_conv_equals_flax_conv_transpose():
   y = ours.apply(variables, x)
   assert y.shape == (2, 10, 12, 4)
   np.testing.assert_allclose(y, ref.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+def test_dihedral_cover_augmentation_transforms_covers_only():
+  """With `cover_augment="dihedral"` the step sees a symmetry of each cover and the same messages:
+  covers invariant under all 8 symmetries give exactly the un-augmented step; others do not."""
+  state = _tiny_state()
+  steps = {a: jax.jit(train.make_train_step(train.StepConfig(message_bits=(64,), cover_augment=a)))
+           for a in ("none", "dihedral")}
+  levels = jax.random.uniform(jax.random.key(3), (4, 1, 1, 3), minval=-1, maxval=1)
+  symmetric = {"image": jnp.broadcast_to(levels, (4, 16, 16, 3))}  # constant covers
+  textured = {"image": jax.random.uniform(jax.random.key(4), (4, 16, 16, 3), minval=-1, maxval=1)}
+  leaves = lambda batch, a: jax.tree_util.tree_leaves(steps[a](state, batch, jax.random.key(5))[0].generator.params)
+  for x, y in zip(leaves(symmetric, "none"), leaves(symmetric, "dihedral")):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  assert any(not np.allclose(x, y) for x, y in zip(leaves(textured, "none"), leaves(textured, "dihedral")))
+  with pytest.raises(DlbookError, match="unknown cover_augment"):
+    train.StepConfig(message_bits=(8,), cover_augment="rotate")
+
+
+@pytest.mark.parametrize("message_side", [4, 8, 16, 32])
+def test_per_position_extractor_reads_each_bit_where_the_generator_wrote_it(message_side):
+  """The head's per-position outputs are rearranged to the generator's message grid: the bits of
+  message cell (i, j) come from head positions inside the image region of that cell."""
+  bits, head_side = 4096, 16
+  model = two_stage.extractor(bits, (4, 4, 4, 4), head_side, message_side)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  # Replace the head by a probe: position (y, x) outputs its own coordinates in every channel.
+  grid = jnp.stack(jnp.meshgrid(jnp.arange(head_side), jnp.arange(head_side), indexing="ij"), -1)
+  c = bits // head_side ** 2
+  decoded = two_stage.to_message_layout(jnp.broadcast_to(
+      (grid[..., :1] * head_side + grid[..., 1:]).astype(jnp.float32), (1, head_side, head_side, c)), message_side)
+  cells = decoded.reshape(message_side, message_side, -1)  # the generator's layout (embedding_shape)
+  pixel_cell = 64 // message_side
+  for (i, j) in ((0, 0), (message_side - 1, 1), (message_side // 2, message_side - 1)):
+    positions = np.asarray(cells[i, j]).astype(int)
+    ys, xs = positions // head_side * (64 // head_side), positions % head_side * (64 // head_side)
+    # each head position is a 4x4 pixel block; it must overlap the message cell's pixels
+    assert (ys // pixel_cell <= i).all() and ((ys + 3) // pixel_cell >= i).all(), (i, j)
+    assert (xs // pixel_cell <= j).all() and ((xs + 3) // pixel_cell >= j).all(), (i, j)
+  assert sorted(np.asarray(decoded).ravel().tolist()) == sorted(np.repeat(np.arange(256.0), c).tolist())
+  out = model.apply(variables, jax.random.normal(jax.random.key(1), (2, 64, 64, 3)))
+  assert out.shape == (2, bits)
+  with pytest.raises(DlbookError, match="message_side"):
+    two_stage.extractor(bits, (4, 4, 4, 4), head_side, 12).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))

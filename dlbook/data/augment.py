@@ -1,4 +1,4 @@
-"""Pure, jittable image augmentation: pad-and-crop, flips, rotation, cutout.
+"""Pure, jittable image augmentation: pad-and-crop, flips, rotation, dihedral, cutout.
 
 Every function maps (key, images [N, H, W, C]) -> images, with an independent draw
 per image, so it runs inside the jitted train step.
@@ -42,6 +42,23 @@ def rotate(key, images, max_degrees: float):
   return jax.vmap(one)(images, angles)
 
 
+def dihedral(key, images):
+  """One of the 8 symmetries of the square per image (4 rotations by 90°, each optionally
+  mirrored), drawn uniformly: exact pixel permutations, so no interpolation, no fill and
+  no change to the 8-bit values. Needs square images."""
+  n, h, w, _ = images.shape
+  if h != w:
+    raise ValueError(f"dihedral augmentation needs square images, got {h}x{w}")
+  choice = jax.random.randint(key, (n, 1, 1, 1), 0, 8)
+  out = images
+  for k in range(1, 8):
+    variant = jnp.rot90(images, k % 4, axes=(1, 2))
+    if k >= 4:
+      variant = variant[:, :, ::-1, :]
+    out = jnp.where(choice == k, variant, out)
+  return out
+
+
 def cutout(key, images, size: int):
   """Zeroes one size x size square per image, centred uniformly (DeVries & Taylor 2017)."""
   if size <= 0:
@@ -63,5 +80,7 @@ def augment(key, images, config):
   images = pad_and_crop(k1, images, int(config.get("crop_pad", 0)))
   if config.get("flip", False):
     images = horizontal_flip(k2, images)
+  if config.get("dihedral", False):
+    images = dihedral(jax.random.fold_in(k2, 1), images)
   images = rotate(k3, images, float(config.get("rotation", 0.0)))
   return cutout(k4, images, int(config.get("cutout", 0)))

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from jax import custom_batching
 from jax.sharding import NamedSharding, PartitionSpec
 
 from dlbook import data as data_lib
@@ -73,6 +74,28 @@ def with_eval_split(data: dict, eval_images, eval_labels, eval_batch_size: int) 
   return dict(data, eval_images=fresh["eval_images"], eval_labels=fresh["eval_labels"], eval_mask=fresh["eval_mask"])
 
 
+@custom_batching.custom_vmap
+def per_individual_copy(images, individual):
+  """`images`; under a `jax.vmap` over which `individual` (any per-individual array, e.g. its key)
+  is batched, every individual gets its own copy of shared (unbatched) images, so the whole network
+  runs population-major. (A batching rule runs only when some input is batched, hence `individual`.)
+
+  Left shared, the first layer's matmul folds the population into its output columns
+  ([n, h, w, P, c]) and XLA transposes that full-resolution activation back to population-major
+  in several places of every training step (measured in benchmarks/ga_population.py). Copying the
+  small input batch instead costs P x its size, once per step. Only for data: no gradient flows
+  through it."""
+  return images
+
+
+@per_individual_copy.def_vmap
+def _per_individual_copy_rule(axis_size, in_batched, images, individual):
+  del individual
+  if in_batched[0]:
+    return images, True
+  return jnp.broadcast_to(images, (axis_size,) + images.shape), True
+
+
 def make_train_and_evaluate(space, num_classes: int, image_shape, tx: optax.GradientTransformation,
                             eval_batch_size: int) -> Callable:
   """The per-individual fitness function `(genome, key_data, data) -> {fitness, train_loss}`."""
@@ -92,7 +115,7 @@ def make_train_and_evaluate(space, num_classes: int, image_shape, tx: optax.Grad
     def step(carry, idx):
       params, stats, opt_state = carry
       (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          params, stats, data["train_images"][idx], data["train_labels"][idx])
+          params, stats, per_individual_copy(data["train_images"][idx], key_data), data["train_labels"][idx])
       updates, opt_state = tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), stats, opt_state), loss
 
@@ -100,7 +123,8 @@ def make_train_and_evaluate(space, num_classes: int, image_shape, tx: optax.Grad
 
     def eval_chunk(chunk):
       images, labels, mask = chunk
-      logits = model.apply({"params": params, "batch_stats": stats}, images, arch, train=False)
+      logits = model.apply({"params": params, "batch_stats": stats}, per_individual_copy(images, key_data), arch,
+                           train=False)
       return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
 
     shape = lambda x: x.reshape((-1, eval_batch_size) + x.shape[1:])

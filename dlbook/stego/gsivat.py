@@ -19,9 +19,9 @@ from dlbook.stego.two_stage import (BOOK_GENERATOR_CHANNELS, CONVENTIONAL, Stage
 
 
 def gsivat_generator(message_bits: int, channels: Sequence[int] = BOOK_GENERATOR_CHANNELS,
-                     image_size: int = 64, cover_shortcut: bool = False) -> StagedGenerator:
+                     image_size: int = 64, cover_shortcut: bool = False, residual: str = "clip") -> StagedGenerator:
   """Alice: A(C, M) with M joined to the flattened cover before the FC layer."""
   validate_generator(image_size, channels, CONVENTIONAL, (int(message_bits),))
   return StagedGenerator(message_bits=(int(message_bits),), stage1_depth=CONVENTIONAL,
                          channels=tuple(int(c) for c in channels), image_size=int(image_size),
-                         cover_shortcut=bool(cover_shortcut))
+                         cover_shortcut=bool(cover_shortcut), residual=str(residual))

@@ -52,11 +52,12 @@ def stage1_depth(embedding: str) -> int:
 
 def multi_message_generator(embedding: str, message_bits: Sequence[int],
                             channels: Sequence[int] = BOOK_GENERATOR_CHANNELS, image_size: int = 64,
-                            cover_shortcut: bool = False, reconstruction_head: bool = False) -> StagedGenerator:
+                            cover_shortcut: bool = False, reconstruction_head: bool = False,
+                            residual: str = "clip") -> StagedGenerator:
   """The conventional / early / mid / late embedding generator of §8.2.2."""
   depth = stage1_depth(embedding)
   bits = tuple(int(b) for b in message_bits)
   validate_generator(image_size, channels, depth, bits)
   return StagedGenerator(message_bits=bits, stage1_depth=depth, channels=tuple(int(c) for c in channels),
                          image_size=int(image_size), cover_shortcut=bool(cover_shortcut),
-                         reconstruction_head=bool(reconstruction_head) and depth >= 0)
+                         reconstruction_head=bool(reconstruction_head) and depth >= 0, residual=str(residual))

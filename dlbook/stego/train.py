@@ -38,11 +38,15 @@ import numpy as np
 import optax
 from absl import logging
 
+from dlbook.data import augment
 from dlbook.errors import DlbookError, require
 from dlbook.stego import losses
 from dlbook.stego.hider import quantize as quantize_8bit  # clip, round to 256 levels, straight-through
 from dlbook.stego.two_stage import pool_to, stage1_mask
 from dlbook.training.state import TrainState
+
+
+COVER_AUGMENTS = ("none", "dihedral")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,10 @@ class StepConfig:
   # distortion is pushed down afterwards. lambda_g_start < 0 means a constant λ_G.
   lambda_g_start: float = -1.0
   lambda_g_ramp: Tuple[int, int] = (0, 0)
+  # Cover augmentation inside the step (a choice, docs/stego.md): "dihedral" draws one of
+  # the 8 symmetries of the square per cover (exact pixel permutations); "none" uses the
+  # covers as loaded.
+  cover_augment: str = "none"
 
   def __post_init__(self):
     require(self.lambda_g >= 0 and self.lambda_s >= 0, "loss weights lambda_g and lambda_s must be >= 0")
@@ -69,6 +77,8 @@ class StepConfig:
             f"unknown loss.distance {self.distance!r}; valid: {', '.join(losses.DISTANCES)}")
     require(self.cr_target in losses.CR_TARGETS,
             f"unknown loss.cr_target {self.cr_target!r}; valid: {', '.join(losses.CR_TARGETS)}")
+    require(self.cover_augment in COVER_AUGMENTS,
+            f"unknown cover_augment {self.cover_augment!r}; valid: {', '.join(COVER_AUGMENTS)}")
     a, b = self.lambda_g_ramp
     require(0 <= a <= b, f"loss.lambda_g_ramp must be (start_step, end_step) with 0 <= start <= end, got {(a, b)}")
 
@@ -144,6 +154,8 @@ def make_train_step(cfg: StepConfig):
     weights = jnp.stack([cfg.lambda_g_at(state.step), jnp.float32(cfg.lambda_d), jnp.float32(cfg.lambda_s)])
     cover = batch["image"]
     chex.assert_rank(cover, 4)
+    if cfg.cover_augment == "dihedral":  # its own key: the messages stay those of the un-augmented run
+      cover = augment.dihedral(jax.random.fold_in(key, 0x5D1), cover)
     n = cover.shape[0]
     bits = sample_messages(key, n, cfg.message_bits)
     signs = [losses.bits_to_signs(b) for b in bits]
@@ -281,16 +293,26 @@ def build_networks(config):
   bits = message_bits(config)
   g = config.generator
   size = int(config.data.image_size)
+  residual = str(g.get("residual", "clip"))
+  require(residual in two_stage.RESIDUALS,
+          f"unknown generator.residual {residual!r}; valid: {', '.join(two_stage.RESIDUALS)}")
   if config.method == "two_stage":
     gen = two_stage.two_stage_generator(bits[0], int(config.stage1_depth), tuple(g.channels), size,
-                                        bool(g.cover_shortcut), config.loss.cr_target == "reconstruction")
+                                        bool(g.cover_shortcut), config.loss.cr_target == "reconstruction", residual)
   elif config.method == "multi_message":
     gen = multi_message.multi_message_generator(config.embedding, bits, tuple(g.channels), size,
-                                                bool(g.cover_shortcut), config.loss.cr_target == "reconstruction")
+                                                bool(g.cover_shortcut), config.loss.cr_target == "reconstruction",
+                                                residual)
   else:
-    gen = gsivat.gsivat_generator(bits[0], tuple(g.channels), size, bool(g.cover_shortcut))
+    gen = gsivat.gsivat_generator(bits[0], tuple(g.channels), size, bool(g.cover_shortcut), residual)
   head_side = int(config.extractor.head_side)
-  extractors = tuple(two_stage.extractor(b, tuple(config.extractor.channels), head_side) for b in bits)
+  depth = (int(config.stage1_depth) if config.method == "two_stage" else
+           multi_message.stage1_depth(config.embedding) if config.method == "multi_message" else two_stage.CONVENTIONAL)
+  # Decode each bit where the generator wrote it (ConvAnalyzer.message_side); the single-stage
+  # generators mix the message in an FC layer, so they have no message grid.
+  sides = [two_stage.embedding_shape(size, depth, b)[0] if depth >= 0 else 0 for b in bits]
+  extractors = tuple(two_stage.extractor(b, tuple(config.extractor.channels), head_side, m)
+                     for b, m in zip(bits, sides))
   return gen, extractors, two_stage.steganalyzer(tuple(config.steganalyzer.channels))
 
 
@@ -301,7 +323,8 @@ def step_config(config) -> StepConfig:
                     lambda_s=float(l.lambda_s), distance=l.distance,
                     cr_target="stego" if config.method == "gsivat" else l.cr_target,
                     split_stages=bool(l.split_stages) and not single_stage, quantize=bool(l.quantize),
-                    lambda_g_start=float(l.lambda_g_start), lambda_g_ramp=tuple(int(v) for v in l.lambda_g_ramp))
+                    lambda_g_start=float(l.lambda_g_start), lambda_g_ramp=tuple(int(v) for v in l.lambda_g_ramp),
+                    cover_augment=str(config.get("cover_augment", "none")))
 
 
 def _count(tree) -> int:

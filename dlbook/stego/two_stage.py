@@ -25,7 +25,10 @@ Book sizes: c = (512, 256, 128, 64), so the FC layer maps 64·64·3 = 12288 inpu
   cover at high fidelity, so the CPU presets (a) append the cover itself, rearranged
   losslessly to C_R's resolution (space-to-depth), to C_R, and (b) add the cover to the
   generator output, S = clip(C + tanh(h), −1, 1), so stage 2 learns a cover-aware
-  embedding residual. ``cover_shortcut=False`` is the book's form (S = tanh(h)), used by
+  embedding residual (``residual="bounded"``: S = C + t·(1 − C) for t = tanh(h) ≥ 0 and
+  C + t·(1 + C) for t < 0, which stays inside [−1, 1] without clipping, so no residual is lost
+  at saturated pixels and the gradient always flows; see `bounded_residual`).
+  ``cover_shortcut=False`` is the book's form (S = tanh(h)), used by
   the ``full`` presets. The conventional single-stage design has no C_R and gets (b) only.
 - ``reconstruction_head``: for L_CR = d(C, C_R) (Eq. 7.6 read with C_R) a feature map has
   to be compared with an image, so a 1×1 conv + tanh reads C_R out as RGB at its own
@@ -50,6 +53,14 @@ from dlbook.errors import require
 BOOK_GENERATOR_CHANNELS = (512, 256, 128, 64)
 BOOK_ANALYZER_CHANNELS = (32, 64, 128, 256)
 NUM_UPSAMPLINGS = 4
+RESIDUALS = ("clip", "bounded")
+
+
+def bounded_residual(cover, t):
+  """S = C + t·(1 − C) where t ≥ 0, C + t·(1 + C) where t < 0, for t in (−1, 1): the residual is
+  scaled by the headroom in its direction, so S stays in [−1, 1] with no clipping (a pixel at 255
+  can only move down) and every pixel passes gradient."""
+  return cover + t * jnp.where(t >= 0, 1.0 - cover, 1.0 + cover)
 CONVENTIONAL = -1  # stage1_depth of the single-stage design: messages join before the FC layer
 
 
@@ -92,6 +103,7 @@ class StagedGenerator(nn.Module):
   image_size: int = 64
   out_channels: int = 3
   cover_shortcut: bool = False
+  residual: str = "clip"  # with cover_shortcut: "clip" (S = clip(C + tanh(h))) or "bounded"
   reconstruction_head: bool = False
   bn_momentum: float = 0.9
 
@@ -132,7 +144,13 @@ class StagedGenerator(nn.Module):
       if not last:
         h = nn.relu(norm(f"{stage(i)}_up{i}_bn")(h))
     residual = jnp.tanh(h)
-    stego = jnp.clip(cover + residual, -1.0, 1.0) if self.cover_shortcut else residual
+    require(self.residual in RESIDUALS, f"unknown generator.residual {self.residual!r}; valid: {', '.join(RESIDUALS)}")
+    if not self.cover_shortcut:
+      stego = residual
+    elif self.residual == "bounded":
+      stego = bounded_residual(cover, residual)
+    else:
+      stego = jnp.clip(cover + residual, -1.0, 1.0)
     chex.assert_equal_shape([stego, cover])
     return stego, aux
 
@@ -186,6 +204,25 @@ def space_to_depth(images, factor: int):
   return x.reshape(n, h // factor, w // factor, factor * factor * c)
 
 
+def depth_to_space(images, factor: int):
+  """[N, H, W, f·f·C] -> [N, H·f, W·f, C], the inverse of `space_to_depth`."""
+  if factor == 1:
+    return images
+  n, h, w, c = images.shape
+  x = images.reshape(n, h, w, factor, factor, c // (factor * factor)).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h * factor, w * factor, c // (factor * factor))
+
+
+def to_message_layout(decoded, message_side: int):
+  """Per-position decoded bits [N, s, s, c] rearranged to the message grid side (0: unchanged)."""
+  side = decoded.shape[1]
+  if not message_side or message_side == side:
+    return decoded
+  if message_side < side:
+    return space_to_depth(decoded, side // message_side)
+  return depth_to_space(decoded, message_side // side)
+
+
 def stage1_mask(params) -> dict:
   """A pytree of bools: True on the stage-1 (θ_CR) parameters, False on stage 2 (θ_SC)."""
   return {k: jax.tree.map(lambda _: k.startswith("stage1"), v) for k, v in params.items()}
@@ -209,11 +246,21 @@ class ConvAnalyzer(nn.Module):
   layer. ``head_side=s`` (CPU presets, extractors only) stops down-sampling at s×s (later
   convolutions have stride 1) and applies the FC layer *per position* (a 1×1 convolution
   with outputs / s² units, weights shared across positions), which has far fewer weights.
+
+  ``message_side`` (with ``head_side``): the side m of the grid the generator reshapes the
+  message to where it joins (`embedding_shape`). The per-position head decodes the bits of its
+  own s×s cell, so its outputs are rearranged losslessly to the generator's m×m×(bits/m²)
+  order (space-to-depth when m < s, depth-to-space when m > s) before flattening: bit i is then
+  read near where the generator wrote it. Without this (m ≠ s) bit i is read at a position
+  unrelated to where it was written and a shared per-position head cannot learn it (what kept
+  the cpu presets' early and mid generators at chance before session 5). 0: no rearrangement
+  (the book's global head, or m = s).
   """
   outputs: int
   head: str = "tanh"
   channels: Sequence[int] = BOOK_ANALYZER_CHANNELS
   head_side: int = 0
+  message_side: int = 0
   bn_momentum: float = 0.9
 
   @nn.compact
@@ -227,6 +274,9 @@ class ConvAnalyzer(nn.Module):
       require(self.head_side <= side and self.outputs % (self.head_side ** 2) == 0,
               f"head_side {self.head_side} must be <= the image side {side} and divide the "
               f"{self.outputs} outputs into {self.head_side}x{self.head_side} positions")
+      m, s = self.message_side, self.head_side
+      require(not m or ((m % s == 0 or s % m == 0) and self.outputs % (m * m) == 0),
+              f"message_side {m} and head_side {s} must divide one another and the {self.outputs} outputs")
     h = images
     for i, c in enumerate(self.channels):
       stride = 2 if not self.head_side or h.shape[1] > self.head_side else 1
@@ -236,15 +286,18 @@ class ConvAnalyzer(nn.Module):
       h = nn.leaky_relu(h, 0.2)
     if self.head_side:
       h = nn.Conv(self.outputs // (h.shape[1] * h.shape[2]), (1, 1), name="fc")(h)
-      h = h.reshape(h.shape[0], -1)
+      h = to_message_layout(h, self.message_side).reshape(h.shape[0], -1)
     else:
       h = nn.Dense(self.outputs, name="fc")(h.reshape(h.shape[0], -1))
     return jnp.tanh(h) if self.head == "tanh" else h[:, 0]
 
 
-def extractor(bits: int, channels: Sequence[int] = BOOK_ANALYZER_CHANNELS, head_side: int = 0) -> ConvAnalyzer:
-  """The decoder D (Eq. 7.4) / one receiver's extractor (§8.2.4): M' in (−1, 1)^bits."""
-  return ConvAnalyzer(outputs=int(bits), head="tanh", channels=tuple(channels), head_side=int(head_side))
+def extractor(bits: int, channels: Sequence[int] = BOOK_ANALYZER_CHANNELS, head_side: int = 0,
+              message_side: int = 0) -> ConvAnalyzer:
+  """The decoder D (Eq. 7.4) / one receiver's extractor (§8.2.4): M' in (−1, 1)^bits.
+  ``message_side``: the generator's message grid side (see `ConvAnalyzer`)."""
+  return ConvAnalyzer(outputs=int(bits), head="tanh", channels=tuple(channels), head_side=int(head_side),
+                      message_side=int(message_side) if head_side else 0)
 
 
 def steganalyzer(channels: Sequence[int] = BOOK_ANALYZER_CHANNELS) -> ConvAnalyzer:
@@ -254,10 +307,11 @@ def steganalyzer(channels: Sequence[int] = BOOK_ANALYZER_CHANNELS) -> ConvAnalyz
 
 def two_stage_generator(message_bits: int, stage1_depth: int = 2, channels=BOOK_GENERATOR_CHANNELS,
                         image_size: int = 64, cover_shortcut: bool = False,
-                        reconstruction_head: bool = False) -> StagedGenerator:
+                        reconstruction_head: bool = False, residual: str = "clip") -> StagedGenerator:
   """The ch. 7 generator for one message of ``message_bits`` bits."""
   validate_generator(image_size, channels, stage1_depth, (message_bits,))
   require(stage1_depth >= 0, "the two-stage generator needs stage1_depth >= 0 (-1 is the single-stage design)")
   return StagedGenerator(message_bits=(int(message_bits),), stage1_depth=int(stage1_depth),
                          channels=tuple(int(c) for c in channels), image_size=int(image_size),
-                         cover_shortcut=bool(cover_shortcut), reconstruction_head=bool(reconstruction_head))
+                         cover_shortcut=bool(cover_shortcut), reconstruction_head=bool(reconstruction_head),
+                         residual=str(residual))
