@@ -31,9 +31,20 @@ def test_conv_formulations_agree_with_lax_conv_under_vmap_and_grad():
       for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(out)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     # Shared input (the first layer sees the same images for every individual).
-    shared = jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(x[0], w, "per_individual", stride)
-    np.testing.assert_allclose(shared, jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(
-        x[0], w, "xla", stride), rtol=1e-4, atol=1e-4)
+    for impl in ("per_individual", "patches"):
+      shared = jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(x[0], w, impl, stride)
+      np.testing.assert_allclose(shared, jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(
+          x[0], w, "xla", stride), rtol=1e-4, atol=1e-4)
+      # ... and its gradients with respect to the shared input and the per-individual kernels
+      g = lambda impl: jax.grad(lambda x, w: jnp.sum(jnp.sin(jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(
+          x, w, impl, stride))), argnums=(0, 1))(x[0], w)
+      for a, b in zip(g("xla"), g(impl)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # Nested vmap (population of populations) folds both axes correctly.
+  xx, ww = x[:, None].repeat(2, 1), w[:, None].repeat(2, 1)
+  nested = jax.vmap(jax.vmap(lambda a, b: supernet.conv2d(a, b, "patches")))(xx, ww)
+  np.testing.assert_allclose(nested[:, 1], jax.vmap(lambda a, b: supernet.conv2d(a, b, "xla"))(x, w),
+                             rtol=1e-4, atol=1e-4)
 
 
 def test_per_individual_copy_gives_each_individual_the_shared_images():
