@@ -80,7 +80,5 @@ def augment(key, images, config):
   images = pad_and_crop(k1, images, int(config.get("crop_pad", 0)))
   if config.get("flip", False):
     images = horizontal_flip(k2, images)
-  if config.get("dihedral", False):
-    images = dihedral(jax.random.fold_in(k2, 1), images)
   images = rotate(k3, images, float(config.get("rotation", 0.0)))
   return cutout(k4, images, int(config.get("cutout", 0)))

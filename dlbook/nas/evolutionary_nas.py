@@ -82,7 +82,7 @@ def per_individual_copy(images, individual):
 
   Left shared, the first layer's matmul folds the population into its output columns
   ([n, h, w, P, c]) and XLA transposes that full-resolution activation back to population-major
-  in several places of every training step (measured in benchmarks/ga_population.py). Copying the
+  in several places of every training step (seen in the optimized HLO; docs/nas_evolution.md). Copying the
   small input batch instead costs P x its size, once per step. Only for data: no gradient flows
   through it."""
   return images

@@ -79,8 +79,8 @@ def image_patches(x, k: int, stride: int = 1):
 def _merge_population(fn):
   """`fn` (per-image, any leading batch size) with a batching rule that folds the vmapped
   (population) axis into the batch axis: [P, N, ...] -> fn on [P·N, ...] -> [P, N, ...]. The result
-  is the same; XLA CPU runs the k*k slices, stack and pad of im2col on a rank-4 array ~1.5x faster
-  than on the rank-5 one plain vmap makes (profiled in docs/nas_evolution.md)."""
+  is the same; im2col's k*k slices, stack and pad then run on rank-4 arrays as in the per-individual
+  loop (a profile of the vmapped path found them the ops where it lost most; docs/nas_evolution.md)."""
   wrapped = custom_batching.custom_vmap(fn)
 
   @wrapped.def_vmap

@@ -54,6 +54,7 @@ BOOK_GENERATOR_CHANNELS = (512, 256, 128, 64)
 BOOK_ANALYZER_CHANNELS = (32, 64, 128, 256)
 NUM_UPSAMPLINGS = 4
 RESIDUALS = ("clip", "bounded")
+CONVENTIONAL = -1  # stage1_depth of the single-stage design: messages join before the FC layer
 
 
 def bounded_residual(cover, t):
@@ -61,7 +62,6 @@ def bounded_residual(cover, t):
   scaled by the headroom in its direction, so S stays in [−1, 1] with no clipping (a pixel at 255
   can only move down) and every pixel passes gradient."""
   return cover + t * jnp.where(t >= 0, 1.0 - cover, 1.0 + cover)
-CONVENTIONAL = -1  # stage1_depth of the single-stage design: messages join before the FC layer
 
 
 def embedding_shape(image_size: int, stage1_depth: int, bits: int) -> Tuple[int, int, int]:
