@@ -54,7 +54,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.steganalyzer = ml_collections.ConfigDict(dict(channels=(8, 16, 32, 64)))
   c.loss = ml_collections.ConfigDict(dict(
       lambda_g=20.0, lambda_d=1.0, lambda_s=0.001, distance="mse", cr_target="stego", split_stages=True,
-      quantize=True, lambda_g_start=1.0, lambda_g_ramp=(300, 1500)))
+      quantize=True, lambda_g_start=1.0, lambda_g_ramp=(300, 1500), message_loss="distance"))
   # CPU presets: lr 1e-3 with a cosine decay to 5e-5 (the book's constant 2e-4 in `full`).
   c.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, final_learning_rate=5e-5, b1=0.5, b2=0.999))
   c.batch_size = 16

@@ -62,7 +62,7 @@ EMBEDDING_ORDER = ("conventional", "early", "mid", "late")
 
 
 # Config keys added after some runs were made, with the value those runs used (their default).
-LATER_KEYS = {"cover_augment": "none", "generator.residual": "clip"}
+LATER_KEYS = {"cover_augment": "none", "generator.residual": "clip", "loss.message_loss": "distance"}
 
 
 def with_later_keys(config: dict) -> dict:

@@ -89,6 +89,7 @@ def test_bad_input_exits_with_one_line(tmp_path, args, message):
     ({"payload_bpp": -1.0}, "payload_bpp must be positive"),
     ({"num_messages": 2}, "needs method='multi_message'"),
     ({"loss.distance": "cosine"}, "unknown loss.distance"),
+    ({"loss.message_loss": "hinge"}, "unknown loss.message_loss 'hinge'"),
     ({"loss.lambda_d": 0.0}, "lambda_d must be > 0"),
     ({"stage1_depth": 5}, "stage1_depth"),
     ({"data.name": "nowhere"}, "unknown dataset 'nowhere'"),

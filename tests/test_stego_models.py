@@ -38,6 +38,49 @@ def test_steganalyzer_loss_labels_cover_one_and_stego_zero():
   assert float(losses.generator_adversarial_loss(jnp.array([0.5]))) == pytest.approx(-math.log(sig(0.5)), rel=1e-5)
 
 
+def test_bce_message_loss_matches_hand_computed_values_and_keeps_wrong_bits_learning():
+  bits = jnp.array([[1, 0, 1]])
+  logits = jnp.array([[2.0, 0.0, -3.0]])
+  softplus = lambda x: math.log1p(math.exp(x))
+  expected = (softplus(-2.0) + softplus(0.0) + softplus(3.0)) / 3  # -log σ(x) for 1, -log(1 - σ(x)) for 0
+  assert float(losses.extractor_loss(bits, logits, "bce")) == pytest.approx(expected, rel=1e-6)
+  # A confidently wrong bit: tanh + MSE barely moves it, the cross-entropy pushes it at full strength.
+  h = jnp.array([[-6.0]])
+  mse_grad = jax.grad(lambda z: losses.extractor_loss(jnp.array([[1]]), jnp.tanh(z), "mse"))(h)
+  bce_grad = jax.grad(lambda z: losses.extractor_loss(jnp.array([[1]]), z, "bce"))(h)
+  assert abs(float(mse_grad[0, 0])) < 1e-4 and float(bce_grad[0, 0]) == pytest.approx(-1 / (1 + math.exp(-6)), rel=1e-5)
+  # Multi-receiver sum uses the same kind per receiver.
+  total, each = losses.multi_message_decoder_loss([bits, bits], [logits, logits], "bce")
+  assert float(total) == pytest.approx(2 * expected, rel=1e-6) and len(each) == 2
+
+
+def test_logits_extractor_head_is_the_tanh_head_before_its_tanh():
+  images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3), minval=-1, maxval=1)
+  tanh_x, logit_x = (two_stage.extractor(256, (4, 4, 4, 4), 16, 4, head) for head in ("tanh", "logits"))
+  variables = tanh_x.init(jax.random.key(0), images)
+  np.testing.assert_allclose(tanh_x.apply(variables, images), jnp.tanh(logit_x.apply(variables, images)),
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(DlbookError, match="unknown extractor head 'sigmoid'"):
+    two_stage.extractor(256, head="sigmoid")
+  with pytest.raises(DlbookError, match="unknown loss.message_loss 'hinge'"):
+    train.StepConfig(message_bits=(8,), message_loss="hinge")
+
+
+def test_bce_message_loss_trains_the_extractor_on_its_logits():
+  import importlib
+  c = importlib.import_module("configs.stego_two_stage").get_config("smoke")
+  c.loss.message_loss = "bce"
+  assert {x.head for x in train.build_networks(c)[1]} == {"logits"}
+  assert train.step_config(c).message_loss == "bce"
+  state = _tiny_state(head="logits")
+  batch = {"image": jax.random.uniform(jax.random.key(3), (4, 16, 16, 3), minval=-1, maxval=1)}
+  step = jax.jit(train.make_train_step(train.StepConfig(message_bits=(64,), message_loss="bce")))
+  new, metrics = step(state, batch, jax.random.key(5))
+  assert float(metrics["l_d"]) > 0 and np.isfinite(float(metrics["l_d"]))
+  assert any(not np.allclose(x, y) for x, y in zip(jax.tree_util.tree_leaves(new.extractors[0].params),
+                                                   jax.tree_util.tree_leaves(state.extractors[0].params)))
+
+
 def test_gsivat_and_two_stage_losses_are_the_weighted_sums():
   cover = jnp.zeros((1, 2, 2, 1))
   stego = jnp.full((1, 2, 2, 1), 0.5)
@@ -214,10 +257,10 @@ def test_xunet_high_pass_filter_is_the_kv_kernel():
 
 # ------------------------------------------------------------------ train step routing
 
-def _tiny_state(depth=2, bits=(64,)):
+def _tiny_state(depth=2, bits=(64,), head="tanh"):
   gen = multi_message.multi_message_generator("late" if depth == 2 else "conventional", bits, (4, 4, 4, 4), 16,
                                               cover_shortcut=True)
-  extractors = tuple(two_stage.extractor(b, (4, 4, 4, 4), 4) for b in bits)
+  extractors = tuple(two_stage.extractor(b, (4, 4, 4, 4), 4, head=head) for b in bits)
   stegan = two_stage.steganalyzer((4, 4, 4, 4))
   return train.create_state(jax.random.key(0), gen, extractors, stegan, (16, 16, 3), bits,
                             lambda: train.adam(1e-3, 0.5))

@@ -32,6 +32,7 @@ import optax
 from dlbook.errors import require
 
 DISTANCES = ("mse", "l2", "l1")
+MESSAGE_LOSSES = ("distance", "bce")
 CR_TARGETS = ("stego", "reconstruction")
 
 
@@ -72,7 +73,17 @@ def generator_adversarial_loss(stego_logits):
 
 
 def extractor_loss(message_bits, decoded, kind: str = "mse"):
-  """L_E = L_D = d(M, M') with M as ±1 and M' the tanh extractor output (Eq. 7.4)."""
+  """L_E = L_D = d(M, M') with M as ±1 and M' the tanh extractor output (Eq. 7.4).
+
+  ``kind="bce"`` (a choice, not the book's; SteganoGAN's decoder loss): ``decoded`` are the
+  extractor's logits and L_D is the mean sigmoid cross-entropy against the {0, 1} bits. Unlike
+  d(M, tanh(h)), whose gradient (M' − M)(1 − M'²) vanishes for a confidently *wrong* bit, its
+  gradient σ(h) − bit stays large there.
+  """
+  if kind == "bce":
+    chex.assert_equal_shape([message_bits, decoded])
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(jnp.asarray(decoded, jnp.float32),
+                                                       jnp.asarray(message_bits, jnp.float32)))
   return distance(bits_to_signs(message_bits), decoded, kind)
 
 

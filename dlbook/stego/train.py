@@ -69,6 +69,9 @@ class StepConfig:
   # the 8 symmetries of the square per cover (exact pixel permutations); "none" uses the
   # covers as loaded.
   cover_augment: str = "none"
+  # Message loss: "distance" = d(M, M') on the tanh outputs (Eq. 7.4, with `distance`);
+  # "bce" = sigmoid cross-entropy on the extractors' logits (a choice, docs/stego.md).
+  message_loss: str = "distance"
 
   def __post_init__(self):
     require(self.lambda_g >= 0 and self.lambda_s >= 0, "loss weights lambda_g and lambda_s must be >= 0")
@@ -77,6 +80,8 @@ class StepConfig:
             f"unknown loss.distance {self.distance!r}; valid: {', '.join(losses.DISTANCES)}")
     require(self.cr_target in losses.CR_TARGETS,
             f"unknown loss.cr_target {self.cr_target!r}; valid: {', '.join(losses.CR_TARGETS)}")
+    require(self.message_loss in losses.MESSAGE_LOSSES,
+            f"unknown loss.message_loss {self.message_loss!r}; valid: {', '.join(losses.MESSAGE_LOSSES)}")
     require(self.cover_augment in COVER_AUGMENTS,
             f"unknown cover_augment {self.cover_augment!r}; valid: {', '.join(COVER_AUGMENTS)}")
     a, b = self.lambda_g_ramp
@@ -178,7 +183,8 @@ def make_train_step(cfg: StepConfig):
         x_stats.append(stats)
       # The steganalyzer judges covers and stego images together, as in its own update.
       logits, _ = _apply(st, st.params, jnp.concatenate([cover, seen]), train=True)
-      l_d, each = losses.multi_message_decoder_loss(bits, decoded, cfg.distance)
+      l_d, each = losses.multi_message_decoder_loss(
+          bits, decoded, "bce" if cfg.message_loss == "bce" else cfg.distance)
       l_st = losses.generator_adversarial_loss(logits[n:])
       return jnp.stack([l_cr, l_d, l_st]), (stego, seen, decoded, each, g_stats, tuple(x_stats))
 
@@ -311,9 +317,18 @@ def build_networks(config):
   # Decode each bit where the generator wrote it (ConvAnalyzer.message_side); the single-stage
   # generators mix the message in an FC layer, so they have no message grid.
   sides = [two_stage.embedding_shape(size, depth, b)[0] if depth >= 0 else 0 for b in bits]
-  extractors = tuple(two_stage.extractor(b, tuple(config.extractor.channels), head_side, m)
+  head = "logits" if message_loss(config) == "bce" else "tanh"
+  extractors = tuple(two_stage.extractor(b, tuple(config.extractor.channels), head_side, m, head)
                      for b, m in zip(bits, sides))
   return gen, extractors, two_stage.steganalyzer(tuple(config.steganalyzer.channels))
+
+
+def message_loss(config) -> str:
+  """config.loss.message_loss, checked ("distance" for configs made before it existed)."""
+  kind = str(config.loss.get("message_loss", "distance"))
+  require(kind in losses.MESSAGE_LOSSES,
+          f"unknown loss.message_loss {kind!r}; valid: {', '.join(losses.MESSAGE_LOSSES)}")
+  return kind
 
 
 def step_config(config) -> StepConfig:
@@ -324,7 +339,7 @@ def step_config(config) -> StepConfig:
                     cr_target="stego" if config.method == "gsivat" else l.cr_target,
                     split_stages=bool(l.split_stages) and not single_stage, quantize=bool(l.quantize),
                     lambda_g_start=float(l.lambda_g_start), lambda_g_ramp=tuple(int(v) for v in l.lambda_g_ramp),
-                    cover_augment=str(config.get("cover_augment", "none")))
+                    cover_augment=str(config.get("cover_augment", "none")), message_loss=message_loss(config))
 
 
 def _count(tree) -> int:

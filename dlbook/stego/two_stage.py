@@ -54,6 +54,7 @@ BOOK_GENERATOR_CHANNELS = (512, 256, 128, 64)
 BOOK_ANALYZER_CHANNELS = (32, 64, 128, 256)
 NUM_UPSAMPLINGS = 4
 RESIDUALS = ("clip", "bounded")
+ANALYZER_HEADS = ("tanh", "logit", "logits")
 CONVENTIONAL = -1  # stage1_depth of the single-stage design: messages join before the FC layer
 
 
@@ -241,6 +242,8 @@ class ConvAnalyzer(nn.Module):
 
   ``head="tanh"``: an extractor / decoder with ``outputs`` units in (−1, 1).
   ``head="logit"``: a steganalyzer; one logit whose sigmoid is P(cover).
+  ``head="logits"``: an extractor with ``outputs`` unbounded logits (bit = 1 where > 0), for the
+  sigmoid cross-entropy message loss (``loss.message_loss="bce"``); tanh of them is the "tanh" head.
 
   ``head_side=0`` is the book's form: stride-2 convolutions down to 4×4, flatten, one FC
   layer. ``head_side=s`` (CPU presets, extractors only) stops down-sampling at s×s (later
@@ -265,7 +268,7 @@ class ConvAnalyzer(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    require(self.head in ("tanh", "logit"), f"unknown analyzer head {self.head!r}; valid: tanh, logit")
+    require(self.head in ANALYZER_HEADS, f"unknown analyzer head {self.head!r}; valid: {', '.join(ANALYZER_HEADS)}")
     require(len(self.channels) == 4 and all(int(c) > 0 for c in self.channels),
             f"analyzer channels must be 4 positive widths, got {tuple(self.channels)}")
     chex.assert_rank(images, 4)
@@ -289,14 +292,18 @@ class ConvAnalyzer(nn.Module):
       h = to_message_layout(h, self.message_side).reshape(h.shape[0], -1)
     else:
       h = nn.Dense(self.outputs, name="fc")(h.reshape(h.shape[0], -1))
-    return jnp.tanh(h) if self.head == "tanh" else h[:, 0]
+    if self.head == "logit":
+      return h[:, 0]
+    return jnp.tanh(h) if self.head == "tanh" else h
 
 
 def extractor(bits: int, channels: Sequence[int] = BOOK_ANALYZER_CHANNELS, head_side: int = 0,
-              message_side: int = 0) -> ConvAnalyzer:
-  """The decoder D (Eq. 7.4) / one receiver's extractor (§8.2.4): M' in (−1, 1)^bits.
+              message_side: int = 0, head: str = "tanh") -> ConvAnalyzer:
+  """The decoder D (Eq. 7.4) / one receiver's extractor (§8.2.4): M' in (−1, 1)^bits
+  (``head="logits"``: unbounded logits instead, for the cross-entropy message loss).
   ``message_side``: the generator's message grid side (see `ConvAnalyzer`)."""
-  return ConvAnalyzer(outputs=int(bits), head="tanh", channels=tuple(channels), head_side=int(head_side),
+  require(head in ("tanh", "logits"), f"unknown extractor head {head!r}; valid: tanh, logits")
+  return ConvAnalyzer(outputs=int(bits), head=head, channels=tuple(channels), head_side=int(head_side),
                       message_side=int(message_side) if head_side else 0)
 
 
