@@ -224,3 +224,12 @@ def test_summary_markdown_groups_seeds_and_normalises_commands():
   assert "| 0,1 | 0.9200 ± 0.0200 | 15.0 |" in rows[0]
   assert "0.5000 (1 seed)" in rows[1]
   assert rows[0].startswith("| `python -m experiments.train --config.seed=0`")
+
+
+def test_command_line_is_shell_quoted_so_it_can_be_pasted_back(monkeypatch):
+  import shlex
+  argv = ["experiments/train.py", "--config=configs/train.py:smoke", "--config.model.channels=(16, 32)"]
+  monkeypatch.setattr(sys, "argv", argv)
+  line = reporting.command_line()
+  assert shlex.split(line)[-2:] == argv[1:]  # the argument with spaces survives as one word
+  assert "'--config.model.channels=(16, 32)'" in line

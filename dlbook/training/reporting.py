@@ -4,6 +4,7 @@ a metrics history that survives resume, pictures, and an atomic `results.json`."
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from typing import Dict, Optional
@@ -25,12 +26,13 @@ def package_versions() -> Dict[str, str]:
 
 
 def command_line() -> str:
-  """The command that started this process, as typed: `python -m experiments.train --config=...`."""
+  """The command that started this process, shell-quoted so it can be pasted back:
+  `python -m experiments.train --config=... '--config.channels=(16, 32)'`."""
   if not sys.argv:
     return ""
   spec = getattr(sys.modules.get("__main__"), "__spec__", None)
   head = ["-m", spec.name] if spec is not None and spec.name != "__main__" else [sys.argv[0]]
-  return " ".join([os.path.basename(sys.executable)] + head + sys.argv[1:])
+  return shlex.join([os.path.basename(sys.executable)] + head + sys.argv[1:])
 
 
 def run_info() -> dict:
