@@ -9,7 +9,7 @@ Presets (the config argument):
 - cpu (default): photos64 covers (64×64 crops of the photographs bundled with scikit-image and
   scikit-learn; ``data.name=dicom64`` or ``fashion_mnist`` also work), narrowed networks (sizes in
   docs/stego_table_7_1.md; generator (16, 16, 64, 64) here, (16, 16, 32, 32) in stego_multi), 2000 GAN steps
-  (4000 here, with the cross-entropy message loss, λ_D = 1.75) + 400 XuNet steps; about 27 min measured here
+  (4000 here, with the cross-entropy message loss, λ_D = 1.75) + 400 XuNet steps; about 25 min measured here
   (1 bpp, seed 0, one core each for two runs), 14 min for stego_multi; longer when the cores are saturated.
 - full: the book's sizes (FC 12288 -> 8192, DCGAN widths, extractor/steganalyzer down to 4×4×256, global
   FC heads), Adam lr 2e-4, batch 32, CelebA 64×64 through TFDS (``tfds:celeb_a``, prepared under
