@@ -1,22 +1,25 @@
 """GA population evaluation: one jax.vmap over the population vs a loop over individuals.
 
   python -m benchmarks.ga_population [--config=configs/evolve_chain.py:cpu] [--population=16]
-      [--train_steps=N] [--formulations=taps,patches[,per_individual,xla]] [--microbatches=0,2,4]
-      [--vmap_devices=1,2 --host_devices=2] [--repeats=1] [--conv_only]
+      [--train_steps=N] [--formulations=patches[,taps,per_individual,xla]] [--microbatches=2[,0,4]]
+      [--vmap_devices=1[,2]] [--host_devices=N] [--repeats=1] [--conv_only]
 
 P individuals of the chain supernet at the cpu preset's size (Fashion-MNIST subset at 14x14,
 batch 32, the preset's training steps and 2,000 validation images) are each trained and evaluated
 (the GA's fitness), in this one process, on the same genomes and keys:
   - vmap: the whole population in one compiled, vmapped function (the evolutionary NAS path);
   - loop: the same per-individual function, compiled once, called P times (the reference path).
-Compile time is measured separately; with --repeats > 1 the two paths alternate and the fastest
+Compile time is measured separately; with --repeats > 1 the paths alternate and the fastest
 run of each counts. Any conv formulation of dlbook.nas.supernet (CONV_IMPLS) can be measured; the
-default two are the fast ones on CPU (per_individual and xla take several times longer).
-Prints name=value lines: `vmap_vs_loop_speedup` is loop time / vmap time for the config's
-formulation; `vmap_vs_best_loop_speedup` divides the fastest loop of any formulation by it.
-With --host_devices=N the CPU is split into N XLA host devices and --vmap_devices also times the
-population sharded over them (the evolutionary NAS path on several devices; each device evaluates
-its share concurrently); the loop stays on one device, as a sequential loop over individuals must.
+default is patches, the fastest on CPU (taps is ~25% slower; per_individual and xla several times).
+The CPU is split into the config's `cpu_devices` XLA devices (--host_devices overrides; the cpu
+preset uses 2, one per core) and the vmap path is timed at every combination of the config's and
+the flags' microbatch sizes and device counts: sharded over N devices, each device evaluates its
+share concurrently. The loop stays on one device, as a sequential loop over individuals must (it
+still uses every core through XLA's intra-op threads; splitting the CPU does not slow it).
+Prints name=value lines: `vmap_vs_loop_speedup` is loop time / vmap time for the config's path
+(formulation, microbatch, devices); `vmap_1device_vs_loop_speedup` is the same on one device;
+`vmap_vs_best_loop_speedup` divides the fastest loop of any formulation by the config's path.
 --conv_only times one conv layer (forward and backward) per formulation instead.
 """
 
@@ -30,20 +33,21 @@ from ml_collections import config_flags
 
 from dlbook import data as data_lib
 from dlbook.nas import evolutionary_nas as enas
-from dlbook.training import optim
+from dlbook.training import optim, sharding
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/evolve_chain.py:cpu", "Evolutionary NAS config.")
 flags.DEFINE_integer("population", 16, "Individuals evaluated.")
 flags.DEFINE_integer("train_steps", 0, "Training steps per individual (0: the config's).")
-flags.DEFINE_list("formulations", ["taps", "patches"],
+flags.DEFINE_list("formulations", ["patches"],
                   "Conv formulations to measure (any of dlbook.nas.supernet.CONV_IMPLS).")
-flags.DEFINE_list("microbatches", ["0"], "vmap microbatch sizes to time (0: the whole population in one vmap; "
-                  "m: groups of m vmapped inside one compiled scan, fitness.vmap_microbatch).")
+flags.DEFINE_list("microbatches", ["2"], "vmap microbatch sizes to time besides the config's (0: the whole "
+                  "population in one vmap; m: groups of m vmapped inside one compiled scan, "
+                  "fitness.vmap_microbatch; 1: one individual at a time per device).")
 flags.DEFINE_list("vmap_devices", ["1"], "Device counts to shard the vmapped population over (each device runs "
                   "its share; the loop always runs on one device).")
-flags.DEFINE_integer("host_devices", 0, "Split the CPU into this many XLA host devices "
-                     "(--xla_force_host_platform_device_count) before JAX starts; 0 leaves it alone.")
+flags.DEFINE_integer("host_devices", -1, "Split the CPU into this many XLA devices before JAX starts "
+                     "(jax_num_cpu_devices); -1: the config's cpu_devices; 0 leaves it alone.")
 flags.DEFINE_integer("repeats", 1, "Timed runs of each path (alternating); the fastest counts.")
 flags.DEFINE_bool("conv_only", False, "Time one conv layer's forward+backward (P x 64x14x14x32 -> 32, 5x5) "
                   "per formulation instead of whole fitness evaluations.")
@@ -110,14 +114,12 @@ def measure(config, dataset, impl, population, steps, repeats, microbatches, dev
 
 def main(argv):
   del argv
-  if FLAGS.host_devices:
-    from dlbook.nas.darts import runtime
-    runtime.add_xla_flags((f"--xla_force_host_platform_device_count={FLAGS.host_devices}",))
+  config = FLAGS.config
+  sharding.split_cpu(FLAGS.host_devices if FLAGS.host_devices >= 0 else int(config.get("cpu_devices", 0)))
   if FLAGS.conv_only:
     print(f"population={FLAGS.population}")
     conv_only(FLAGS.population, FLAGS.formulations, FLAGS.repeats)
     return
-  config = FLAGS.config
   steps = FLAGS.train_steps or int(config.fitness.train_steps)
   chosen = config.space.conv_impl
   p = FLAGS.population
@@ -155,12 +157,13 @@ def main(argv):
     r = results[chosen]
     v = vmap_name(chosen_microbatch, chosen_devices)
     best_impl = min(results, key=lambda k: results[k]["loop_s"])
+    print(f"config_path=formulation {chosen}, {chosen_devices} device(s), microbatch {chosen_microbatch}")
     print(f"formulation={chosen}")
     print(f"microbatch={chosen_microbatch}")
     print(f"vmap_devices={chosen_devices}")
     print(f"vmap_vs_loop_speedup={r['loop_s'] / r[v + '_s']:.2f}")
-    if chosen_devices != 1:
-      v1 = vmap_name(chosen_microbatch, 1)
+    v1 = vmap_name(chosen_microbatch, 1)
+    if chosen_devices != 1 and v1 + "_s" in r:
       print(f"vmap_1device_vs_loop_speedup={r['loop_s'] / r[v1 + '_s']:.2f}")
     print(f"fastest_loop_formulation={best_impl}")
     print(f"vmap_vs_best_loop_speedup={results[best_impl]['loop_s'] / r[v + '_s']:.2f}")

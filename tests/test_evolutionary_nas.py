@@ -149,8 +149,9 @@ SMALL_CHAIN = supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choi
 @pytest.mark.parametrize("space,microbatch", [
     (SMALL_CHAIN, 0),
     (SMALL_CHAIN, 2),  # groups of 2 vmapped inside one compiled scan (fitness.vmap_microbatch)
+    (SMALL_CHAIN, 1),  # one individual at a time inside the compiled scan (the cpu preset, per device)
     pytest.param(cell_supernet.CellSpace(num_nodes=3, channels=4, num_stages=1), 0, marks=pytest.mark.slow),
-], ids=["chain", "chain_microbatch2", "cell"])
+], ids=["chain", "chain_microbatch2", "chain_microbatch1", "cell"])
 def test_vmap_and_loop_agree_and_the_run_compiles_once(space, microbatch):
   ds, data = _digits_fitness_data(steps=6)
   evaluator = enas.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=4,
@@ -249,7 +250,8 @@ def _load(workdir, name):
 @pytest.mark.slow  # minutes on 2 shared cores (compiles a supernet); DLBOOK_SLOW=1
 def test_evolve_chain_smoke_runs_and_resumes_after_a_kill(tmp_path):
   workdir = str(tmp_path / "chain")
-  args = ("--config=configs/evolve_chain.py:smoke", f"--workdir={workdir}")
+  # cpu_devices=2: the launcher splits the CPU into 2 devices and shards the population over them.
+  args = ("--config=configs/evolve_chain.py:smoke", "--config.cpu_devices=2", f"--workdir={workdir}")
   proc = run_launcher("experiments.evolve", *args)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "best_fitness=" in proc.stdout
@@ -261,6 +263,7 @@ def test_evolve_chain_smoke_runs_and_resumes_after_a_kill(tmp_path):
   assert all(b >= a for a, b in zip(best, best[1:]))  # best fitness never decreases
   assert m["best_fitness"] == max(max(r["population_fitness"]) for r in rows)
   assert m["fitness_function_traces"] == 1 and m["fitness_function_compilations"] == 1
+  assert results["devices_used"] == 2
   for name in ("fitness.png", "best_architecture.png", "best_architecture.json", "history.jsonl"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   assert os.listdir(os.path.join(workdir, "tensorboard"))

@@ -418,6 +418,7 @@ def search(config, workdir: str) -> dict:
 
   t0 = time.time()
   validate_config(config)
+  sharding.split_cpu(int(config.get("cpu_devices", 0)))  # before the first JAX operation
   os.makedirs(workdir, exist_ok=True)
   checkpoint.guard_workdir(workdir, config.to_dict())
   dataset = data_lib.load(config.data, seed=config.seed)
