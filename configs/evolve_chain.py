@@ -11,8 +11,9 @@ Presets (the config argument):
 - cpu (default): Fashion-MNIST (Debian package), a fixed stratified subset (10,000 train / 2,000
   validation, images resized to 14x14; 2,000 test images for the final check), population 16,
   8 generations of 8 offspring (80 trainings of 150 Adam steps at batch 32), book operators
-  (roulette, uniform crossover, point mutation p=0.4, replace-worst). About 5-15 minutes on 2
-  CPU cores depending on their load (docs/nas_evolution.md has a measured run).
+  (roulette, uniform crossover, point mutation p=0.4, replace-worst). The population is sharded over
+  the 2 CPU cores (cpu_devices=2). About 2 minutes on 2 idle cores (113 s measured in session 8,
+  docs/nas_evolution.md).
 - full: CIFAR-10 through TFDS (prepared under data.data_dir), the full 32x32 images, a wider space,
   population 32 for 20 generations with 2 epochs of training per individual; for accelerators.
 """
