@@ -3,7 +3,8 @@
   python -m experiments.evolve --config=configs/evolve_chain.py[:smoke|cpu|full] --workdir=DIR
   python -m experiments.evolve --config=configs/evolve_cell.py[:smoke|cpu|full] --workdir=DIR
 
-Every generation's population trains and evaluates as one jax.vmap over a fixed-shape supernet.
+Every generation's population trains and evaluates as one jax.vmap over a fixed-shape supernet,
+sharded over the devices (on a CPU, config.cpu_devices splits the host into that many, one per core).
 Rerunning with the same --workdir resumes after the last finished generation. Writes
 generations.json (best fitness per generation), fitness.png, best_architecture.{json,png},
 TensorBoard events and results.json into --workdir.

@@ -159,7 +159,7 @@ class PopulationEvaluator:
     self.mesh = sharding.data_mesh(num_devices)
     require(self.chunk_size % self.mesh.devices.size == 0,
             f"the evaluated population chunk ({self.chunk_size} individuals) must be divisible by the "
-            f"{self.mesh.devices.size} devices in use; change ga.num_offspring or num_devices")
+            f"{self.mesh.devices.size} devices in use; change ga.num_offspring, num_devices or cpu_devices")
     self.num_traces = 0  # traces of the vmapped function (a Python counter inside it)
     self.num_compilations = 0  # XLA compilations of the vmapped function
     self.compile_seconds = 0.0

@@ -4,8 +4,8 @@ mesh axis and the train state is replicated; XLA inserts the gradient all-reduce
 from typing import Optional
 
 import jax
-from absl import logging
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dlbook.errors import require
