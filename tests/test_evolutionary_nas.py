@@ -148,7 +148,8 @@ SMALL_CHAIN = supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choi
 
 @pytest.mark.parametrize("space,microbatch", [
     (SMALL_CHAIN, 0),
-    (SMALL_CHAIN, 2),  # groups of 2 vmapped inside one compiled scan (fitness.vmap_microbatch)
+    # groups of 2 vmapped inside one compiled scan (fitness.vmap_microbatch); also in the 8-device test
+    pytest.param(SMALL_CHAIN, 2, marks=pytest.mark.slow),
     (SMALL_CHAIN, 1),  # one individual at a time inside the compiled scan (the cpu preset, per device)
     pytest.param(cell_supernet.CellSpace(num_nodes=3, channels=4, num_stages=1), 0, marks=pytest.mark.slow),
 ], ids=["chain", "chain_microbatch2", "chain_microbatch1", "cell"])
