@@ -8,9 +8,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def requirements():
+  """The runtime section of requirements.txt: everything above its `# Tests` line."""
   with open(os.path.join(HERE, "requirements.txt")) as f:
-    lines = [l.split("#")[0].strip() for l in f]
-  return [l for l in lines if l and not l.startswith("pytest")]
+    text = f.read().split("\n# Tests", 1)[0]
+  lines = [l.split("#")[0].strip() for l in text.splitlines()]
+  return [l for l in lines if l]
 
 
 setup(
