@@ -3,7 +3,7 @@
   python -m experiments.summarize --results='runs/classify_*/results.json' --out=docs/classify_results.md \
       [--metrics=test_accuracy,test_f1_macro,test_mcc] [--title="..."]
 
-Runs whose configs differ only in `seed` are grouped: the table shows mean ± std over their seeds.
+Runs whose configs differ only in `seed` are grouped: the table shows mean ± sample std over their seeds.
 """
 
 import glob
@@ -13,7 +13,7 @@ import os
 from absl import flags
 
 from dlbook import launch
-from dlbook.training import reporting
+from dlbook import tables
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results", None, "Glob of results.json files.")
@@ -31,7 +31,7 @@ def main(argv):
   for p in paths:
     with open(p) as f:
       payloads.append(dict(json.load(f), _path=p))
-  text = reporting.summary_markdown(payloads, FLAGS.metrics, FLAGS.title)
+  text = tables.summary_markdown(payloads, FLAGS.metrics, FLAGS.title)
   out = launch.require_flag(FLAGS.out, "out")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as f:

@@ -10,7 +10,7 @@ import pytest
 from configs import coarse_to_fine as c2f_config
 from dlbook.errors import DlbookError
 from dlbook.training import checkpoint
-from experiments import coarse_to_fine as c2f
+from dlbook import coarse_to_fine as c2f
 from tests.conftest import run_launcher
 
 
@@ -33,7 +33,7 @@ def final_params(unit_dir):
   manager = ocp.CheckpointManager(os.path.join(unit_dir, "checkpoints"))
   tree = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
   manager.close()
-  return tree["params"]
+  return tree["state"]["params"]
 
 
 def test_resume_in_the_middle_of_psf_matches_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -58,8 +58,9 @@ def test_resume_in_the_middle_of_psf_matches_an_uninterrupted_run(tmp_path, monk
     c2f.run_grid(config, str(tmp_path / "b"))
   unit = tmp_path / "b" / "data_100" / "seed_0" / "psf_1-4"
   assert not (unit / "results.json").exists()
-  state = json.loads((unit / "phases.json").read_text())
-  assert [r["iteration"] for r in state["records"]] == [1]  # killed inside the second window
+  evaluated = [json.loads(l)["step"] for l in (unit / "history.jsonl").read_text().splitlines()
+               if "eval/test_accuracy" in l]
+  assert evaluated == [run["iterations"][0]["step"]]  # killed inside the second window: iteration 1 only
   monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
 
   resumed = c2f.run_grid(config, str(tmp_path / "b"))
@@ -174,7 +175,7 @@ def test_launcher_resumes_after_sigkill_in_the_middle_of_psf(tmp_path):
   assert not (unit / "results.json").exists()
   resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed at step" in resumed.stderr and "(fine_2)" in resumed.stderr
+  assert "resumed from checkpoint step" in resumed.stderr and "fine_2, steps" in resumed.stderr
   reference = c2f.run_grid(psf_config(), str(tmp_path / "reference"))["runs"][0]
   again = json.loads((unit / "results.json").read_text())
   for key in ("test_accuracy", "test_loss"):

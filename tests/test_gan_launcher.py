@@ -81,7 +81,7 @@ def check_docs_table_and_workdir_guard(tmp_path, workdir, results):
   text = docs.read_text()
   assert "old" not in text and "intro" in text and "after" in text
   assert f"| dcgan | non_saturating | digits, {results['dataset']['train_size']:,} images |" in text
-  assert f"{results['total_wall_time_s'] / 60:.1f} min" in text and "`python -m experiments.gan --config=" in text
+  assert f"{results['wall_time_s'] / 60:.1f} min" in text and "`python -m experiments.gan --config=" in text
   assert (tmp_path / "figures" / "gan_dcgan_digits.png").exists()
   # a different config in the same workdir is refused before anything is overwritten
   config = gan_config.get_config("dcgan,smoke")

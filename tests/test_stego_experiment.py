@@ -57,13 +57,13 @@ def test_two_stage_smoke_launcher_end_to_end_and_tables(tmp_path):
 
 @pytest.mark.slow  # ~1 min of CPU; shapes and LSB exactness are also pinned in test_stego_models.py
 def test_multi_message_and_lsb_smoke_through_the_library(tmp_path):
-  from dlbook.stego import train
+  from dlbook.stego import training
   c = _smoke_config("configs.stego_multi", **{"xunet.enabled": False, "embedding": "mid"})
-  m = train.train_and_evaluate(c, str(tmp_path / "multi"))["metrics"]
+  m = training.train_and_evaluate(c, str(tmp_path / "multi"))["metrics"]
   assert m["bits_per_message"] == [4096, 4096]
   assert {"extraction_accuracy_1", "extraction_accuracy_2", "steganalyzer_error"} <= set(m)
   c = _smoke_config("configs.stego_two_stage", **{"xunet.enabled": False, "method": "lsb", "payload_bpp": 3.0})
-  m = train.train_and_evaluate(c, str(tmp_path / "lsb"))["metrics"]
+  m = training.train_and_evaluate(c, str(tmp_path / "lsb"))["metrics"]
   assert m["extraction_accuracy"] == 100.0  # LSB replacement is exact
   # At 3 bpp each channel value's LSB is replaced: half change by one level, MSE ≈ 0.5, PSNR ≈ 51.1 dB.
   assert m["psnr"] == pytest.approx(51.14, abs=0.3)
@@ -97,10 +97,10 @@ def test_bad_input_exits_with_one_line(tmp_path, args, message):
     ({"cover_augment": "mirror"}, "unknown cover_augment 'mirror'"),
 ])
 def test_bad_config_values_are_refused_before_training(tmp_path, overrides, message):
-  from dlbook.stego import train
+  from dlbook.stego import training
   c = _smoke_config("configs.stego_two_stage", **overrides)
   with pytest.raises(DlbookError, match=message):
-    train.train_and_evaluate(c, str(tmp_path / "w"))
+    training.train_and_evaluate(c, str(tmp_path / "w"))
   assert not (tmp_path / "w" / "results.json").exists()
 
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from dlbook.errors import DlbookError
-from dlbook.stego import gsivat, losses, lsb, multi_message, train, two_stage, xunet
+from dlbook.stego import gsivat, losses, lsb, multi_message, steps, training, two_stage, xunet
+from dlbook.stego.networks import build_networks
+from dlbook.stego.settings import Settings
 
 
 # ----------------------------------------------------------------------------- losses
@@ -63,48 +65,77 @@ def test_logits_extractor_head_is_the_tanh_head_before_its_tanh():
   with pytest.raises(DlbookError, match="unknown extractor head 'sigmoid'"):
     two_stage.extractor(256, head="sigmoid")
   with pytest.raises(DlbookError, match="unknown loss.message_loss 'hinge'"):
-    train.StepConfig(message_bits=(8,), message_loss="hinge")
+    steps.StepConfig(message_bits=(8,), message_loss="hinge")
 
 
 def test_bce_message_loss_trains_the_extractor_on_its_logits():
   import importlib
   c = importlib.import_module("configs.stego_two_stage").get_config("smoke")
   c.loss.message_loss = "bce"
-  assert {x.head for x in train.build_networks(c)[1]} == {"logits"}
-  assert train.step_config(c).message_loss == "bce"
+  assert {x.head for x in build_networks(Settings.from_config(c))[1]} == {"logits"}
+  assert Settings.from_config(c).step.message_loss == "bce"
   state = _tiny_state(head="logits")
   batch = {"image": jax.random.uniform(jax.random.key(3), (4, 16, 16, 3), minval=-1, maxval=1)}
-  step = jax.jit(train.make_train_step(train.StepConfig(message_bits=(64,), message_loss="bce")))
+  step = jax.jit(steps.make_train_step(steps.StepConfig(message_bits=(64,), message_loss="bce")))
   new, metrics = step(state, batch, jax.random.key(5))
   assert float(metrics["l_d"]) > 0 and np.isfinite(float(metrics["l_d"]))
   assert any(not np.allclose(x, y) for x, y in zip(jax.tree_util.tree_leaves(new.extractors[0].params),
                                                    jax.tree_util.tree_leaves(state.extractors[0].params)))
 
 
-def test_gsivat_and_two_stage_losses_are_the_weighted_sums():
+def test_losses_are_the_equations_terms():
   cover = jnp.zeros((1, 2, 2, 1))
   stego = jnp.full((1, 2, 2, 1), 0.5)
   bits = jnp.array([[1, 0]])
   decoded = jnp.array([[0.5, -0.5]])  # targets ±1 -> squared errors 0.25, 0.25
-  logit = jnp.array([0.0])
-  total, parts = losses.gsivat_generator_loss(cover, stego, bits, decoded, logit,
-                                              lambda_g=2.0, lambda_e=3.0, lambda_s=5.0)
-  assert float(parts["distortion"]) == pytest.approx(0.25)
-  assert float(parts["extractor"]) == pytest.approx(0.25)
-  assert float(parts["adversarial"]) == pytest.approx(math.log(2), rel=1e-5)
-  assert float(total) == pytest.approx(2 * 0.25 + 3 * 0.25 + 5 * math.log(2), rel=1e-5)
-  # Eq. 7.6: d(C, S) by default, d(C, C_R) on request; Eq. 7.7 weights.
+  assert float(losses.extractor_loss(bits, decoded)) == pytest.approx(0.25)
+  assert float(losses.generator_adversarial_loss(jnp.array([0.0]))) == pytest.approx(math.log(2), rel=1e-5)
+  # Eq. 7.6: d(C, S) by default, d(C, C_R) on request.
   recon = jnp.full((1, 2, 2, 1), 0.1)
   assert float(losses.cover_reconstruction_loss(cover, stego)) == pytest.approx(0.25)
   assert float(losses.cover_reconstruction_loss(cover, stego, recon, target="reconstruction")) == pytest.approx(0.01)
   with pytest.raises(DlbookError, match="cr_target"):
     losses.cover_reconstruction_loss(cover, stego, target="cover")
-  assert float(losses.stego_construction_loss(1.0, 2.0, 3.0, lambda_g=0.5, lambda_d=2.0, lambda_s=0.1)) == \
-      pytest.approx(0.5 + 4.0 + 0.3)
   # Ch. 8: the decoder term sums every receiver's error.
   total, each = losses.multi_message_decoder_loss([bits, bits], [decoded, -decoded])
   assert [float(e) for e in each] == pytest.approx([0.25, 2.25])
   assert float(total) == pytest.approx(2.5)
+
+
+def test_gsivat_step_descends_the_weighted_generator_loss():
+  """GSIVAT (§6.3.4): with one stage, the train step moves the generator by the gradient of
+  L_G = λ_G d(C, C') + λ_E L_E + λ_S L_S, written out here term by term (plain SGD, lr 1)."""
+  import optax
+  gen = gsivat.gsivat_generator(64, (4, 4, 4, 4), 16, cover_shortcut=True)
+  extractor = two_stage.extractor(64, (4, 4, 4, 4), 4)
+  stegan = two_stage.steganalyzer((4, 4, 4, 4))
+  state = steps.create_state(jax.random.key(0), gen, (extractor,), stegan, (16, 16, 3), (64,),
+                             lambda: optax.sgd(1.0))
+  cover = jax.random.uniform(jax.random.key(3), (4, 16, 16, 3), minval=-1, maxval=1)
+  key = jax.random.key(5)
+  lam_g, lam_e, lam_s = 2.0, 3.0, 5.0
+  cfg = steps.StepConfig(message_bits=(64,), lambda_g=lam_g, lambda_d=lam_e, lambda_s=lam_s, split_stages=False)
+  new, _ = steps.make_train_step(cfg)(state, {"image": cover}, key)
+
+  bits = steps.sample_messages(key, 4, (64,))[0]
+  g, x, st = state.generator, state.extractors[0], state.steganalyzer
+
+  def l_g(params):
+    (stego, _), _ = g.apply_fn({"params": params, "batch_stats": g.batch_stats}, cover,
+                               [losses.bits_to_signs(bits)], train=True, mutable=["batch_stats"])
+    seen = steps.quantize_8bit(stego)
+    decoded, _ = x.apply_fn({"params": x.params, "batch_stats": x.batch_stats}, seen, train=True,
+                            mutable=["batch_stats"])
+    logits, _ = st.apply_fn({"params": st.params, "batch_stats": st.batch_stats},
+                            jnp.concatenate([cover, seen]), train=True, mutable=["batch_stats"])
+    distortion = jnp.mean((cover - stego) ** 2)
+    extraction = jnp.mean((losses.bits_to_signs(bits) - decoded) ** 2)
+    adversarial = jnp.mean(optax.sigmoid_binary_cross_entropy(logits[4:], jnp.ones_like(logits[4:])))
+    return lam_g * distortion + lam_e * extraction + lam_s * adversarial
+
+  expected = jax.tree.map(lambda p, d: p - d, g.params, jax.grad(l_g)(g.params))
+  for a, b in zip(jax.tree_util.tree_leaves(new.generator.params), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- §8.2.2 shapes
@@ -262,8 +293,8 @@ def _tiny_state(depth=2, bits=(64,), head="tanh"):
                                               cover_shortcut=True)
   extractors = tuple(two_stage.extractor(b, (4, 4, 4, 4), 4, head=head) for b in bits)
   stegan = two_stage.steganalyzer((4, 4, 4, 4))
-  return train.create_state(jax.random.key(0), gen, extractors, stegan, (16, 16, 3), bits,
-                            lambda: train.adam(1e-3, 0.5))
+  return steps.create_state(jax.random.key(0), gen, extractors, stegan, (16, 16, 3), bits,
+                            lambda: training.adam(1e-3, 0.5))
 
 
 def test_split_stages_routes_gradients_as_algorithms_1_and_3():
@@ -273,8 +304,8 @@ def test_split_stages_routes_gradients_as_algorithms_1_and_3():
   batch = {"image": jax.random.uniform(jax.random.key(3), (4, 16, 16, 3), minval=-1, maxval=1)}
   outs = []
   for lambda_d, lambda_s in ((1.0, 0.0), (3.0, 0.5)):
-    cfg = train.StepConfig(message_bits=(64, 64), lambda_g=1.0, lambda_d=lambda_d, lambda_s=lambda_s)
-    new, metrics = train.make_train_step(cfg)(state, batch, jax.random.key(5))
+    cfg = steps.StepConfig(message_bits=(64, 64), lambda_g=1.0, lambda_d=lambda_d, lambda_s=lambda_s)
+    new, metrics = steps.make_train_step(cfg)(state, batch, jax.random.key(5))
     outs.append(new)
     assert {"l_cr", "l_d", "l_st", "bit_acc_1", "bit_acc_2"} <= set(metrics)
   a, b = outs
@@ -293,11 +324,11 @@ def test_split_stages_routes_gradients_as_algorithms_1_and_3():
 
 
 def test_lambda_g_ramp():
-  cfg = train.StepConfig(message_bits=(8,), lambda_g=10.0, lambda_g_start=1.0, lambda_g_ramp=(10, 20))
+  cfg = steps.StepConfig(message_bits=(8,), lambda_g=10.0, lambda_g_start=1.0, lambda_g_ramp=(10, 20))
   assert [float(cfg.lambda_g_at(s)) for s in (0, 10, 15, 20, 99)] == pytest.approx([1, 1, 5.5, 10, 10])
-  assert float(train.StepConfig(message_bits=(8,), lambda_g=4.0).lambda_g_at(7)) == 4.0
+  assert float(steps.StepConfig(message_bits=(8,), lambda_g=4.0).lambda_g_at(7)) == 4.0
   with pytest.raises(DlbookError, match="lambda_d"):
-    train.StepConfig(message_bits=(8,), lambda_d=0.0)
+    steps.StepConfig(message_bits=(8,), lambda_d=0.0)
 
 
 def test_fractionally_strided_conv_equals_flax_conv_transpose():
@@ -316,17 +347,17 @@ def test_dihedral_cover_augmentation_transforms_covers_only():
   """With `cover_augment="dihedral"` the step sees a symmetry of each cover and the same messages:
   covers invariant under all 8 symmetries give exactly the un-augmented step; others do not."""
   state = _tiny_state()
-  steps = {a: jax.jit(train.make_train_step(train.StepConfig(message_bits=(64,), cover_augment=a)))
-           for a in ("none", "dihedral")}
+  step_fns = {a: jax.jit(steps.make_train_step(steps.StepConfig(message_bits=(64,), cover_augment=a)))
+              for a in ("none", "dihedral")}
   levels = jax.random.uniform(jax.random.key(3), (4, 1, 1, 3), minval=-1, maxval=1)
   symmetric = {"image": jnp.broadcast_to(levels, (4, 16, 16, 3))}  # constant covers
   textured = {"image": jax.random.uniform(jax.random.key(4), (4, 16, 16, 3), minval=-1, maxval=1)}
-  leaves = lambda batch, a: jax.tree_util.tree_leaves(steps[a](state, batch, jax.random.key(5))[0].generator.params)
+  leaves = lambda batch, a: jax.tree_util.tree_leaves(step_fns[a](state, batch, jax.random.key(5))[0].generator.params)
   for x, y in zip(leaves(symmetric, "none"), leaves(symmetric, "dihedral")):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
   assert any(not np.allclose(x, y) for x, y in zip(leaves(textured, "none"), leaves(textured, "dihedral")))
   with pytest.raises(DlbookError, match="unknown cover_augment"):
-    train.StepConfig(message_bits=(8,), cover_augment="rotate")
+    steps.StepConfig(message_bits=(8,), cover_augment="rotate")
 
 
 @pytest.mark.parametrize("message_side", [4, 8, 16, 32])

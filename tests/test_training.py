@@ -17,6 +17,7 @@ import pytest
 
 from configs import classify
 from dlbook.errors import DlbookError
+from dlbook import tables
 from dlbook.training import loop, make_optimizer, make_schedule, reporting
 from tests.conftest import ROOT, run_launcher
 
@@ -246,11 +247,11 @@ def test_summary_markdown_groups_seeds_and_normalises_commands():
     return {"config": {"seed": seed, "optimizer": {"learning_rate": lr}}, "seed": seed, "dataset": {"name": name},
             "metrics": {"test_accuracy": acc}, "wall_time_s": 10.0 * (seed + 1),
             "command": f"python /somewhere/experiments/train.py --config.seed={seed}"}
-  text = reporting.summary_markdown([payload(0, 0.90), payload(1, 0.94), payload(0, 0.5, lr=0.2)],
+  text = tables.summary_markdown([payload(0, 0.90), payload(1, 0.94), payload(0, 0.5, lr=0.2)],
                                     ["test_accuracy"])
   rows = [line for line in text.splitlines() if line.startswith("| `")]
   assert len(rows) == 2  # the two seeds of lr=0.1 form one row; lr=0.2 is another
-  assert "| 0,1 | 0.9200 ± 0.0200 | 15.0 |" in rows[0]
+  assert "| 0,1 | 0.9200 ± 0.0283 | 15.0 |" in rows[0]  # sample std (ddof=1) of 0.90, 0.94
   assert "0.5000 (1 seed)" in rows[1]
   assert rows[0].startswith("| `python -m experiments.train --config.seed=0`")
 

@@ -11,6 +11,8 @@ import shutil
 from typing import List, Sequence
 
 from dlbook.errors import require
+from dlbook.tables import module_command
+from dlbook.training.reporting import write_text_atomic
 
 BEGIN, END = "<!-- gan-results:begin -->", "<!-- gan-results:end -->"
 
@@ -46,16 +48,11 @@ def figure_name(results: dict) -> str:
 
 def wall_s(results: dict) -> float:
   """Wall time of the whole run, summed over resumed invocations."""
-  return float(results.get("total_wall_time_s", results["wall_time_s"]))
+  return float(results["wall_time_s"])
 
 
 def _fmt(value, digits: int = 3) -> str:
   return "–" if value is None else f"{value:.{digits}f}"
-
-
-def module_command(command: str) -> str:
-  """'python /x/experiments/gan.py --a' -> 'python -m experiments.gan --a' (how it was launched)."""
-  return re.sub(r"\S*experiments/(\w+)\.py", r"-m experiments.\1", command)
 
 
 def table(runs: Sequence[dict], figures_rel: str) -> List[str]:
@@ -115,8 +112,5 @@ def update_docs(run_dirs: Sequence[str], docs_path: str, figures_dir: str) -> st
   text = open(docs_path).read() if os.path.exists(docs_path) else f"# GANs\n\n{BEGIN}\n{END}\n"
   require(BEGIN in text and END in text, f"{docs_path} lacks the markers {BEGIN} ... {END}")
   text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-  tmp = docs_path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, docs_path)
+  write_text_atomic(docs_path, text)
   return docs_path

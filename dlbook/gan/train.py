@@ -25,7 +25,6 @@ Choices where the book is silent (docs/gan.md):
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, Tuple
@@ -39,13 +38,13 @@ import optax
 from absl import logging
 
 from dlbook import data as data_lib
-from dlbook.errors import DlbookError, require
+from dlbook.errors import require
 from dlbook.gan import ada as ada_lib
 from dlbook.gan import losses
 from dlbook.gan.models import (CONDITIONINGS, NORMS, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator,
                                MLPGenerator, split_outputs)
 from dlbook.registry import Registry
-from dlbook.training import checkpoint, optim, reporting
+from dlbook.training import checkpoint, optim, reporting, runner
 from dlbook.training.state import TrainState, count_params
 
 
@@ -284,10 +283,6 @@ def build_models(config, family: Family, image_shape, num_classes: int):
   return generator, discriminator
 
 
-def state_tree(state: GANState) -> dict:
-  return flax.serialization.to_state_dict(state)
-
-
 # ------------------------------------------------------------------ pictures
 def to_uint8(images) -> np.ndarray:
   """[-1, 1] float images -> uint8."""
@@ -341,12 +336,14 @@ def generate_in_batches(sample_fn, g_state, z, labels, batch_size: int = 500):
 # ------------------------------------------------------------------ the loop
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains the GAN named `config.gan`, writing checkpoints, TensorBoard, sample grids,
-  history.jsonl and results.json into `workdir`; returns the results.json payload."""
+  history.jsonl and results.json into `workdir`; returns the results.json payload (that of the
+  finished run, unchanged, when `workdir` holds one)."""
   from dlbook.gan import evaluate as evaluate_lib
   t0 = time.time()
   family = validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  checkpoint.guard_workdir(workdir, config.to_dict(), ignore=("log_every_steps",))
+  run_dir = checkpoint.Workdir(workdir, config.to_dict())
+  if run_dir.finished:
+    return run_dir.results()
   dataset = data_lib.load(config.data, seed=config.seed)
   batch_size, n_critic, total_steps = int(config.batch_size), int(config.n_critic), int(config.num_train_steps)
   require(batch_size <= len(dataset.train),
@@ -359,68 +356,39 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = create_gan_state(generator, discriminator, init_key, dataset.image_shape, g_tx, d_tx, settings,
                            float(config.ada.p_init))
   num_params = {"generator": count_params(state.g.params), "discriminator": count_params(state.d.params)}
-
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.get("max_checkpoints", 3))
-  start_step = 0
-  if ckpt.latest_step() is not None:
-    state = flax.serialization.from_state_dict(state, ckpt.restore(state_tree(state)))
-    start_step = int(state.step)
-    logging.info("resumed from checkpoint step %d in %s", start_step, ckpt.directory)
-  log = reporting.MetricsLog(workdir, resume_step=start_step)
-  # Wall time of earlier invocations, up to their last checkpoint (what a resumed run builds on).
-  timing_path = os.path.join(workdir, "timing.json")
-  earlier_s = 0.0
-  if start_step and os.path.exists(timing_path):
-    with open(timing_path) as f:
-      timing = json.load(f)
-    earlier_s = float(timing["wall_time_s"]) if timing.get("step") == start_step else 0.0
   samples_dir = os.path.join(workdir, "samples")
-  os.makedirs(samples_dir, exist_ok=True)
 
   d_step, g_step = (jax.jit(f, donate_argnums=0) for f in make_steps(settings))
   sample_fn = jax.jit(lambda g, z, c: generate(g, g.params, z, c, train=False)[0])
   grid_z, grid_labels, grid_rows = fixed_latents(config.seed, settings, int(config.num_samples))
-  progress = reporting.Progress(total_steps, start_step)
   logging.info("gan %s (loss %s): G %d and D %d parameters; %d generator steps, %d critic steps each, batch %d",
                config.gan, settings.loss, num_params["generator"], num_params["discriminator"], total_steps, n_critic,
                batch_size)
 
-  def write_grid(step: int, path: str):
+  def write_grid(state, path: str):
     save_grid(path, generate_in_batches(sample_fn, state.g, grid_z, grid_labels), grid_rows)
 
-  batches = data_lib.train_batches(dataset.train, batch_size, config.seed, start_step * n_critic,
-                                   total_steps * n_critic)
-  pending = []
-  last_good = start_step
-  for step in range(start_step, total_steps):
+  def step_fn(state, step):
     step_key = jax.random.fold_in(train_key, step)
     metrics = {}
     for i in range(n_critic):  # book §5.2.4: train D, then G
-      _, batch = next(batches)
+      batch = data_lib.train_batch(dataset.train, batch_size, config.seed, step * n_critic + i)
       state, metrics_d = d_step(state, batch, jax.random.fold_in(step_key, i))
       metrics.update(metrics_d)
     state, metrics_g = g_step(state, batch, jax.random.fold_in(step_key, n_critic))
-    metrics.update(metrics_g)
-    pending.append(metrics)
-    done = step + 1
-    at_end = done == total_steps
-    if done % config.log_every_steps == 0 or done % config.checkpoint_every_steps == 0 or at_end:
-      means = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
-      pending = []
-      bad = [k for k in ("d_loss", "g_loss") if not np.isfinite(means[k])]
-      if bad:
-        raise DlbookError(f"{', '.join(bad)} became non-finite before step {done}; stopped, the last good checkpoint "
-                          f"(step {last_good}) is kept; lower the learning rates")
-      log.write(done, means, prefix="train/")
-      progress.log(done, {k: means[k] for k in ("d_loss", "g_loss", "ada_p") if k in means})
-    if done % config.sample_every_steps == 0 or at_end:
-      write_grid(done, os.path.join(samples_dir, f"step_{done:07d}.png"))
-    if done % config.checkpoint_every_steps == 0 or at_end:
-      ckpt.save(done, state_tree(state))
-      reporting.write_json_atomic(timing_path, {"step": done, "wall_time_s": earlier_s + time.time() - t0})
-      last_good = done
+    return state, dict(metrics, **metrics_g)
 
-  write_grid(total_steps, os.path.join(workdir, "samples.png"))
+  sample_hook = runner.Hook(runner.every(int(config.sample_every_steps), also_at=total_steps),
+                            lambda state, step, log: write_grid(state, os.path.join(samples_dir, f"step_{step:07d}.png")))
+  run_dir.start()
+  os.makedirs(samples_dir, exist_ok=True)
+  result = runner.train(state, step_fn, total_steps, run_dir.path, log_every=config.log_every_steps,
+                        checkpoint_every=config.checkpoint_every_steps, hooks=[sample_hook],
+                        max_checkpoints=config.get("max_checkpoints", 3), started=t0,
+                        progress_keys=("d_loss", "g_loss", "ada_p"))
+  state, log = result.state, result.log
+
+  write_grid(state, os.path.join(workdir, "samples.png"))
   last = next((r for r in reversed(log.records) if "train/d_loss" in r), {})
   metrics = {f"final_{k[len('train/'):]}": v for k, v in last.items() if k.startswith("train/")}
   if int(config.eval.classifier_steps) > 0:
@@ -430,13 +398,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     metrics.update(quality)
     log.write(total_steps, {k: v for k, v in quality.items() if isinstance(v, float)}, prefix="eval/")
   log.close()
-  ckpt.close()
   reporting.plot_curves(os.path.join(workdir, "curves.png"), log,
                         [["train/d_loss", "train/g_loss"], ["train/d_real", "train/d_fake"],
                          ["train/r_t", "train/ada_p"]],
                         f"{config.gan} on {config.data.name}")
   return reporting.write_results(
-      workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=metrics, wall_time_s=time.time() - t0,
-      num_params=num_params, total_steps=total_steps, resumed_from_step=start_step,
-      total_wall_time_s=earlier_s + time.time() - t0,
-      train_steps_per_s=progress.rate(total_steps), samples="samples.png", loss=settings.loss)
+      workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=metrics,
+      wall_time_s=result.wall_time_s(t0), num_params=num_params, total_steps=total_steps,
+      resumed_from_step=result.start_step, train_steps_per_s=result.steps_per_s, samples="samples.png",
+      loss=settings.loss)

@@ -8,8 +8,8 @@ Alice (A) concatenates the message to the flattened cover, applies an FC layer a
 fractionally-strided convolutions ending in tanh; Bob (B) and Eve (E) are four
 convolutions and an FC layer. That is the book's *conventional* embedding generator
 (§8.2.2.1) with one message, and the extractor / steganalyzer of §8.2.3-8.2.4, so those
-modules are reused here. Its loss is `losses.gsivat_generator_loss`; training is
-`dlbook.stego.train` with ``split_stages=False`` and L_CR = d(C, C').
+modules are reused here. Training is `dlbook.stego.steps` with ``split_stages=False`` and
+L_CR = d(C, C'), which makes the step's L_SC equal L_G.
 """
 
 from typing import Sequence

@@ -30,11 +30,11 @@ import optax
 from absl import logging
 
 from dlbook import data as data_lib
-from dlbook.errors import DlbookError, require
+from dlbook.errors import require
 from dlbook.metrics import image as image_metrics
 from dlbook.stego import hider, payload
-from dlbook.stego.train import save_examples
-from dlbook.training import checkpoint, optim, reporting
+from dlbook.stego.images import save_examples
+from dlbook.training import checkpoint, optim, reporting, runner
 from dlbook.training.state import TrainState, count_params
 
 
@@ -109,10 +109,13 @@ def to_uint8_covers(split) -> np.ndarray:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains (resuming from the latest checkpoint), evaluates, exports; returns results.json."""
+  """Trains (resuming from the latest checkpoint), evaluates, exports; returns results.json (that of
+  the finished run, unchanged, when `workdir` holds one)."""
   t0 = time.time()
   validate_config(config)
-  checkpoint.guard_workdir(workdir, config.to_dict())
+  run_dir = checkpoint.Workdir(workdir, config.to_dict())
+  if run_dir.finished:
+    return run_dir.results()
   dataset = data_lib.load(config.data, seed=config.seed)
   require(dataset.image_shape == (hider.TILE, hider.TILE, 3),
           f"the hiding model trains on {hider.TILE}x{hider.TILE}x3 covers; data {config.data.name!r} "
@@ -127,36 +130,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tx = optim.make_optimizer(config.optimizer, total)
   state = TrainState.create(apply_fn=module.apply, params=params, tx=tx)
   num_params = count_params(params)
-
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.get("max_checkpoints", 2))
-  start = 0
-  tree = lambda s: {"params": s.params, "opt_state": s.opt_state, "step": s.step}
-  if ckpt.latest_step() is not None:
-    state = state.replace(**ckpt.restore(tree(state)))
-    start = int(state.step)
-    logging.info("resumed from checkpoint step %d in %s", start, ckpt.directory)
-  log = reporting.MetricsLog(workdir, resume_step=start)
-  step_fn = jax.jit(make_train_step(module, int(config.train_crop), float(config.mse_weight)), donate_argnums=0)
-  progress = reporting.Progress(total, start)
+  train_step = jax.jit(make_train_step(module, int(config.train_crop), float(config.mse_weight)), donate_argnums=0)
   logging.info("hider %s (hidden %d, %d bpp): %d parameters; %d steps of %d crops %dx%d",
                config.model.architecture, config.model.hidden, config.model.payload_bpp, num_params, total,
                config.batch_size, config.train_crop, config.train_crop)
 
-  pending = []
-  for step, batch in data_lib.train_batches(dataset.train, config.batch_size, config.seed, start, total):
-    state, metrics = step_fn(state, {"image": batch["image"]}, jax.random.fold_in(train_key, step))
-    pending.append(metrics)
-    done = step + 1
-    if done % config.log_every_steps == 0 or done % config.checkpoint_every_steps == 0 or done == total:
-      means = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
-      pending = []
-      if not np.isfinite(means["loss"]):
-        raise DlbookError(f"loss became non-finite before step {done}; lower optimizer.learning_rate")
-      log.write(done, means, prefix="train/")
-      progress.log(done, means)
-    if done % config.checkpoint_every_steps == 0 or done == total:
-      ckpt.save(done, tree(state))
-  ckpt.close()
+  def step_fn(state, step):
+    batch = data_lib.train_batch(dataset.train, config.batch_size, config.seed, step)
+    return train_step(state, {"image": batch["image"]}, jax.random.fold_in(train_key, step))
+
+  run_dir.start()
+  result = runner.train(state, step_fn, total, run_dir.path, log_every=config.log_every_steps,
+                        checkpoint_every=config.checkpoint_every_steps, max_checkpoints=config.get("max_checkpoints", 2),
+                        started=t0)
+  state, log = result.state, result.log
 
   # Evaluate the exported form (uint8 in, uint8 out), exactly as the tool runs it.
   covers = to_uint8_covers(dataset.test)
@@ -189,8 +176,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   export_dir = os.path.join(workdir, "model")
   hider.save_model(export_dir, state.params, meta)
   results = reporting.write_results(
-      workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=ev, wall_time_s=time.time() - t0,
-      num_params=num_params, total_steps=total, resumed_from_step=start, train_steps_per_s=progress.rate(total),
-      model_dir=export_dir)
+      workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=ev, wall_time_s=result.wall_time_s(t0),
+      num_params=num_params, total_steps=total, resumed_from_step=result.start_step,
+      train_steps_per_s=result.steps_per_s, model_dir=export_dir)
   shutil.copyfile(os.path.join(workdir, "results.json"), os.path.join(export_dir, "results.json"))
   return results

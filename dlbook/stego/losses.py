@@ -15,9 +15,12 @@
   L_G = λ_G d(C, C') + λ_E L_E + λ_S L_S.
 - Two-stage (ch. 7): L_D = d(M, M') (Eq. 7.4), L_ST (Eq. 7.5), L_CR (Eq. 7.6),
   L_SC = λ_G L_CR + λ_D L_D + λ_S L_ST (Eq. 7.7). Eq. 7.6 reads L_CR = d(C, S);
-  ``cr_target="reconstruction"`` uses d(C, C_R) instead (SPEC §5 choice: a flag, default S).
+  ``cr_target="reconstruction"`` uses d(C, C_R) instead (a choice: a flag, default S as printed).
 - Multiple messages (ch. 8, Algorithm 1 step 6): the weighted sum of the reconstruction,
   steganalyzer and *every* extractor's error, L = λ_G L_CR + λ_D Σ_i L_D,i + λ_S L_ST.
+
+The weighted sums themselves are formed in the train step (`dlbook.stego.steps`) as one
+vector-Jacobian product with the cotangent (λ_G, λ_D, λ_S).
 
 Messages are bits in {0, 1}; networks see them as ±1 (``bits_to_signs``) and the tanh
 extractors return values in (−1, 1), decoded by sign.
@@ -87,15 +90,6 @@ def extractor_loss(message_bits, decoded, kind: str = "mse"):
   return distance(bits_to_signs(message_bits), decoded, kind)
 
 
-def gsivat_generator_loss(cover, stego, message_bits, decoded, stego_logits, *, lambda_g: float,
-                          lambda_e: float, lambda_s: float, kind: str = "mse"):
-  """GSIVAT L_G = λ_G d(C, C') + λ_E L_E + λ_S L_S (book §6.3.4); returns (L_G, parts)."""
-  parts = {"distortion": distance(cover, stego, kind), "extractor": extractor_loss(message_bits, decoded, kind),
-           "adversarial": generator_adversarial_loss(stego_logits)}
-  total = lambda_g * parts["distortion"] + lambda_e * parts["extractor"] + lambda_s * parts["adversarial"]
-  return total, parts
-
-
 def cover_reconstruction_loss(cover, stego, reconstruction=None, target: str = "stego", kind: str = "mse"):
   """Eq. 7.6: L_CR = d(C, S) as printed, or d(C, C_R) with ``target="reconstruction"``."""
   require(target in CR_TARGETS, f"unknown cr_target {target!r}; valid: {', '.join(CR_TARGETS)}")
@@ -103,11 +97,6 @@ def cover_reconstruction_loss(cover, stego, reconstruction=None, target: str = "
     return distance(cover, stego, kind)
   require(reconstruction is not None, "cr_target='reconstruction' needs the stage-1 reconstruction C_R")
   return distance(cover, reconstruction, kind)
-
-
-def stego_construction_loss(l_cr, l_d, l_st, *, lambda_g: float, lambda_d: float, lambda_s: float):
-  """Eq. 7.7: L_SC = λ_G L_CR + λ_D L_D + λ_S L_ST (L_D may be a sum over receivers, ch. 8)."""
-  return lambda_g * l_cr + lambda_d * l_d + lambda_s * l_st
 
 
 def multi_message_decoder_loss(message_bits: Sequence, decoded: Sequence, kind: str = "mse"):

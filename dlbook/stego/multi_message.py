@@ -3,7 +3,7 @@
 Two messages M_1, M_2 (one per receiver) are embedded by one generator; each receiver has
 its own extractor (4 convs + FC of the message size, tanh; §8.2.4) and a steganalyzer
 (4 convs + FC(1), LeakyReLU, BN, sigmoid; §8.2.3) is trained against the generator.
-Training follows Algorithms 1-3 (see `dlbook.stego.train`).
+Training follows Algorithms 1-3 (see `dlbook.stego.steps`).
 
 The four generators of §8.2.2 differ only in where the messages join (stage1_depth of
 `StagedGenerator`); with the book's widths and two 4096-bit messages (2 bpp) the tensor

@@ -1,69 +1,229 @@
-"""Orbax checkpoints that survive a kill, and a guard that keeps a workdir to one config.
+"""Orbax checkpoints that survive a kill and detect corruption, and the workdir record of a run.
 
-Orbax writes each step into a temporary directory and renames it when complete,
-so a run killed mid-save leaves the previous checkpoint as the latest good one.
+Orbax writes each step into a temporary directory and renames it when complete, so a run killed
+mid-save leaves the previous checkpoint as the latest one. After the rename, `Checkpointer.save`
+stores a SHA-256 digest of every file of the step (`dlbook_sha256.json`); a restore recomputes it,
+so a truncated or bit-flipped checkpoint is detected instead of loaded. `restore_latest` falls back
+from an unreadable checkpoint to the previous one, moves the bad one aside (never deletes it) and
+says so in one line.
+
+`Workdir` keeps a workdir to one config: it checks the directory and the recorded config before
+anything runs, writes `config.json` only when a run really starts, and knows whether the run has
+finished (its `results.json` exists), so a rerun of a finished run changes nothing.
 """
 
+import hashlib
 import json
 import os
-from typing import Any, Optional
+import shutil
+import time
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import orbax.checkpoint as ocp
+from absl import logging
 
-from dlbook.errors import DlbookError
+from dlbook.errors import DlbookError, require
+from dlbook.training.reporting import write_json_atomic
+
+DIGEST_FILE = "dlbook_sha256.json"
+CORRUPT_DIR = "corrupt_checkpoints"
+
+
+def digest_directory(directory: str, exclude: Sequence[str] = (DIGEST_FILE,)) -> str:
+  """SHA-256 over the relative paths and contents of every file under `directory`."""
+  h = hashlib.sha256()
+  for root, dirs, files in os.walk(directory):
+    dirs.sort()
+    for name in sorted(files):
+      if name in exclude:
+        continue
+      path = os.path.join(root, name)
+      h.update(os.path.relpath(path, directory).encode() + b"\0")
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          h.update(block)
+      h.update(b"\0")
+  return h.hexdigest()
+
+
+class CorruptCheckpoint(DlbookError):
+  """A checkpoint whose files do not match their recorded digest, or cannot be read."""
 
 
 class Checkpointer:
-  """Saves and restores one pytree per step under `directory`."""
+  """Saves and restores one pytree per step under `directory`, with a digest per step."""
 
   def __init__(self, directory: str, max_to_keep: int = 3):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+    self.max_to_keep = max_to_keep
+    self.manager = self._open()
+
+  def _open(self):
+    options = ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
                                            enable_async_checkpointing=False)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    return ocp.CheckpointManager(self.directory, options=options)
+
+  def all_steps(self) -> Sequence[int]:
+    return sorted(self.manager.all_steps())
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
 
   def save(self, step: int, tree: Any) -> None:
     if step in self.manager.all_steps():
       return
     self.manager.save(step, args=ocp.args.StandardSave(tree))
     self.manager.wait_until_finished()
+    path = self.step_dir(step)
+    write_json_atomic(os.path.join(path, DIGEST_FILE), {"sha256": digest_directory(path)})
+
+  def verify(self, step: int) -> None:
+    """Raises `CorruptCheckpoint` unless the files of `step` match their recorded digest."""
+    path = self.step_dir(step)
+    try:
+      with open(os.path.join(path, DIGEST_FILE)) as f:
+        recorded = json.load(f)["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+      raise CorruptCheckpoint(f"checkpoint {path} has no readable digest (killed while saving?)") from None
+    if digest_directory(path) != recorded:
+      raise CorruptCheckpoint(f"checkpoint {path} is corrupt: its files do not match their digest")
 
   def restore(self, target: Any, step: Optional[int] = None) -> Any:
-    """Restores into the structure of `target`; a mismatch is a `DlbookError`."""
+    """Restores step `step` (default: the latest) into the structure of `target`, after checking
+    its digest. A corrupt checkpoint is a `CorruptCheckpoint`; one that does not fit `target` (a
+    different model) a `DlbookError`."""
     step = self.latest_step() if step is None else step
+    require(step is not None, f"no checkpoint in {self.directory}")
+    self.verify(step)
     try:
       return self.manager.restore(step, args=ocp.args.StandardRestore(target))
     except (ValueError, KeyError, TypeError) as e:
-      raise DlbookError(f"checkpoint {self.directory}/{step} does not fit this model/config "
-                        f"({str(e).splitlines()[0][:200]}); use a new --workdir") from None
+      raise DlbookError(f"checkpoint {self.step_dir(step)} does not match this model "
+                        f"({str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # tensorstore and orbax raise many types for unreadable files
+      raise CorruptCheckpoint(f"checkpoint {self.step_dir(step)} is unreadable "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+
+  def restore_latest(self, target: Callable[[int], Any]) -> Tuple[Optional[int], Any]:
+    """(step, tree) of the newest checkpoint that is intact, restored into `target(step)`; (None,
+    None) when there is none. Corrupt newer checkpoints are moved to `../corrupt_checkpoints/`
+    (kept, never deleted), each with a one-line warning."""
+    for step in reversed(self.all_steps()):
+      try:
+        return step, self.restore(target(step), step)
+      except CorruptCheckpoint as e:
+        older = [s for s in self.all_steps() if s < step]
+        aside = self._set_aside(step)
+        logging.warning("%s; moved to %s; %s", e, aside,
+                        f"falling back to step {older[-1]}" if older else "no older checkpoint")
+    if os.path.isdir(os.path.join(os.path.dirname(self.directory), CORRUPT_DIR)):
+      raise DlbookError(f"no intact checkpoint left in {self.directory} (the corrupt ones are in "
+                        f"{os.path.join(os.path.dirname(self.directory), CORRUPT_DIR)}); move them away to start "
+                        f"this run again from scratch")
+    return None, None
+
+  def _set_aside(self, step: int) -> str:
+    root = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR)
+    os.makedirs(root, exist_ok=True)
+    dest = os.path.join(root, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(self.step_dir(step), dest)
+    self.manager.close()
+    self.manager = self._open()  # it caches the steps it has seen
+    return dest
 
   def close(self):
     self.manager.close()
 
 
+class Workdir:
+  """The directory of one run: its recorded config, its finished state and its results.
+
+  `Workdir(path, config_dict)` checks, before anything runs, that `path` can hold a run and that a
+  run already recorded there used the same config (keys in `ignore` may differ). `start()` records
+  the config when the run really starts; `finished` says whether `results.json` exists."""
+
+  CONFIG = "config.json"
+  RESULTS = "results.json"
+
+  def __init__(self, path: str, config_dict: dict, ignore: Sequence[str] = ("log_every_steps",)):
+    self.path = os.path.abspath(os.path.expanduser(path))
+    self.config = json.loads(json.dumps(config_dict, default=str))
+    self.ignore = tuple(ignore)
+    self._replace = False
+    require(not os.path.exists(self.path) or os.path.isdir(self.path),
+            f"workdir {self.path} is a file, not a directory")
+    saved = self._read(self.CONFIG)
+    if saved is not None:
+      flat_a, flat_b = _flatten(saved), _flatten(self.config)
+      diff = sorted(k for k in set(flat_a) | set(flat_b)
+                    if flat_a.get(k) != flat_b.get(k) and k.split(".")[-1] not in self.ignore)
+      if diff and (self.finished or has_checkpoints(self.path)):
+        raise DlbookError(f"workdir {self.path} holds a run with a different config (differs in: "
+                          f"{', '.join(diff[:8])}); use a new --workdir")
+      self._replace = bool(diff)  # a run that saved nothing: its record may be replaced
+    if not self.finished:  # a finished run is only read, so it may be read-only
+      check_writable_dir(self.path)
+
+  def _read(self, name: str):
+    path = os.path.join(self.path, name)
+    if not os.path.exists(path):
+      return None
+    try:
+      with open(path) as f:
+        return json.load(f)
+    except ValueError:
+      raise DlbookError(f"{path} is corrupt (not JSON); move it away to start a new run in {self.path}") from None
+
+  def join(self, *parts) -> str:
+    return os.path.join(self.path, *parts)
+
+  @property
+  def finished(self) -> bool:
+    return os.path.exists(self.join(self.RESULTS))
+
+  def results(self) -> dict:
+    """The payload of the finished run (its results.json), unchanged."""
+    payload = self._read(self.RESULTS)
+    require(isinstance(payload, dict), f"{self.join(self.RESULTS)} is not a results record")
+    logging.info("the run in %s has finished (results.json exists); nothing to do", self.path)
+    return dict(payload, already_finished=True)
+
+  def start(self) -> None:
+    """Creates the directory and records the config (once): the run really starts now."""
+    os.makedirs(self.path, exist_ok=True)
+    if self._replace:
+      logging.warning("%s: replacing the config of an earlier run that saved no checkpoint", self.path)
+    if self._replace or not os.path.exists(self.join(self.CONFIG)):
+      write_json_atomic(self.join(self.CONFIG), self.config, indent=2, sort_keys=True)
+
+
+def check_writable_dir(path: str) -> None:
+  """A clear error when `path` (or its nearest existing parent) cannot hold a run directory."""
+  probe = path
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  require(os.path.isdir(probe), f"workdir {path}: {probe} is a file, not a directory")
+  require(os.access(probe, os.W_OK | os.X_OK),
+          f"workdir {path}: {probe} is not writable (permission denied)")
+
+
+def has_checkpoints(path: str) -> bool:
+  """Whether any `checkpoints/<step>` directory exists under `path`."""
+  for root, dirs, _ in os.walk(path):
+    if os.path.basename(root) == "checkpoints" and any(d.isdigit() for d in dirs):
+      return True
+  return False
+
+
 def guard_workdir(workdir: str, config_dict: dict, ignore=("log_every_steps",)) -> None:
-  """Records the config on a first run; a rerun with a different config is refused,
-  so a resumed run never mixes two configs and a saved run is never overwritten."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  current = json.loads(json.dumps(config_dict, default=str))
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    flat_a, flat_b = _flatten(saved), _flatten(current)
-    diff = sorted(k for k in set(flat_a) | set(flat_b)
-                  if flat_a.get(k) != flat_b.get(k) and k.split(".")[-1] not in ignore)
-    if diff:
-      raise DlbookError(f"workdir {workdir} holds a run with a different config (differs in: "
-                        f"{', '.join(diff[:8])}); use a new --workdir")
-    return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(current, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  """Checks `workdir` against `config_dict` and records the config (`Workdir` + `start`)."""
+  Workdir(workdir, config_dict, ignore).start()
 
 
 def _flatten(d, prefix=""):

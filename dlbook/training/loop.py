@@ -16,10 +16,10 @@ from absl import logging
 
 from dlbook import data as data_lib
 from dlbook import models
-from dlbook.errors import DlbookError, require
+from dlbook.errors import require
 from dlbook.metrics import classification_metrics
-from dlbook.training import checkpoint, optim, reporting, sharding
-from dlbook.training.state import TrainState, count_params, create_train_state
+from dlbook.training import checkpoint, optim, reporting, runner, sharding
+from dlbook.training.state import count_params, create_train_state
 from dlbook.training.steps import eval_step, make_train_step
 
 
@@ -33,11 +33,6 @@ def validate_config(config) -> None:
   require(int(config.log_every_steps) > 0, f"log_every_steps must be positive, got {config.log_every_steps}")
   require(float(config.get("aux_weight", 0.0)) >= 0, "aux_weight must be >= 0")
   require(0 <= float(config.get("label_smoothing", 0.0)) < 1, "label_smoothing must be in [0, 1)")
-
-
-def state_tree(state: TrainState) -> dict:
-  return {"params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state,
-          "step": state.step}
 
 
 def evaluate(eval_fn, state, split, batch_size, mesh, num_classes):
@@ -54,11 +49,13 @@ def evaluate(eval_fn, state, split, batch_size, mesh, num_classes):
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains, evaluates on the test split, and returns the results.json payload."""
+  """Trains, evaluates on the test split, and returns the results.json payload (that of the finished
+  run, unchanged, when `workdir` holds one)."""
   t0 = time.time()
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  checkpoint.guard_workdir(workdir, config.to_dict())
+  run_dir = checkpoint.Workdir(workdir, config.to_dict())
+  if run_dir.finished:
+    return run_dir.results()
   dataset = data_lib.load(config.data, seed=config.seed)
   mesh = sharding.data_mesh(config.get("num_devices", 0))
   sharding.check_divisible(config.batch_size, mesh)
@@ -75,46 +72,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
   init_key, train_key = jax.random.split(key)
   state = create_train_state(model, init_key, (1,) + dataset.image_shape, tx)
   num_params = count_params(state.params)
-
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.get("max_checkpoints", 3))
-  start_step = 0
-  if ckpt.latest_step() is not None:
-    restored = ckpt.restore(state_tree(state))
-    state = state.replace(**restored)
-    start_step = int(state.step)
-    logging.info("resumed from checkpoint step %d in %s", start_step, ckpt.directory)
-  log = reporting.MetricsLog(workdir, resume_step=start_step)
-
   state = sharding.replicate(state, mesh)
   train_step = jax.jit(make_train_step(config.data.get("augment"), config.get("aux_weight", 0.0),
                                        config.get("label_smoothing", 0.0)), donate_argnums=0)
   eval_fn = jax.jit(eval_step)
-  progress = reporting.Progress(total_steps, start_step)
   logging.info("model %s: %d parameters; %d steps (%d per epoch) on %d device(s)", config.model_name,
                num_params, total_steps, steps_per_epoch, mesh.devices.size)
 
-  pending = []
-  last_good = start_step
-  for step, batch in data_lib.train_batches(dataset.train, config.batch_size, config.seed, start_step, total_steps):
-    state, metrics = train_step(state, sharding.shard_batch(batch, mesh), jax.random.fold_in(train_key, step))
-    pending.append(metrics)
-    done = step + 1
-    at_end = done == total_steps
-    if done % config.log_every_steps == 0 or done % config.checkpoint_every_steps == 0 or at_end:
-      means = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
-      pending = []
-      if not np.isfinite(means["loss"]):
-        raise DlbookError(f"loss became non-finite ({means['loss']}) before step {done}; stopped, the last good "
-                          f"checkpoint (step {last_good}) is kept; lower optimizer.learning_rate or add clipping")
-      log.write(done, means, prefix="train/")
-      progress.log(done, means)
-    if done % (steps_per_epoch * config.get("eval_every_epochs", 1)) == 0 and dataset.val is not None and not at_end:
-      val = evaluate(eval_fn, state, dataset.val, eval_batch_size, mesh, dataset.num_classes)
-      log.write(done, {"accuracy": val["accuracy"], "loss": val["loss"]}, prefix="val/")
-      logging.info("step %d: val accuracy %.4f", done, val["accuracy"])
-    if done % config.checkpoint_every_steps == 0 or at_end:
-      ckpt.save(done, state_tree(state))
-      last_good = done
+  def step_fn(state, step):
+    batch = data_lib.train_batch(dataset.train, config.batch_size, config.seed, step)
+    return train_step(state, sharding.shard_batch(batch, mesh), jax.random.fold_in(train_key, step))
+
+  def validate(state, step, log):
+    val = evaluate(eval_fn, state, dataset.val, eval_batch_size, mesh, dataset.num_classes)
+    log.write(step, {"accuracy": val["accuracy"], "loss": val["loss"]}, prefix="val/")
+    logging.info("step %d: val accuracy %.4f", step, val["accuracy"])
+
+  hooks = []
+  if dataset.val is not None:
+    hooks.append(runner.Hook(runner.every(steps_per_epoch * config.get("eval_every_epochs", 1), skip=total_steps),
+                             validate))
+  run_dir.start()
+  result = runner.train(state, step_fn, total_steps, run_dir.path, log_every=config.log_every_steps,
+                        checkpoint_every=config.checkpoint_every_steps, hooks=hooks,
+                        max_checkpoints=config.get("max_checkpoints", 3), started=t0)
+  state, log = result.state, result.log
 
   metrics = {}
   if dataset.val is not None:
@@ -125,7 +107,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   metrics.update({f"test_{k}": v for k, v in test.items()})
   log.write(total_steps, {"accuracy": test["accuracy"], "loss": test["loss"]}, prefix="test/")
   log.close()
-  ckpt.close()
   logging.info("test accuracy %.4f  macro-F1 %.4f  MCC %.4f", test["accuracy"], test["f1_macro"], test["mcc"])
 
   reporting.plot_curves(os.path.join(workdir, "curves.png"), log,
@@ -135,5 +116,5 @@ def train_and_evaluate(config, workdir: str) -> dict:
                            dataset.class_names, f"test confusion ({config.data.name})")
   return reporting.write_results(
       workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=metrics,
-      wall_time_s=time.time() - t0, num_params=num_params, total_steps=total_steps, resumed_from_step=start_step,
-      train_steps_per_s=progress.rate(total_steps))
+      wall_time_s=result.wall_time_s(t0), num_params=num_params, total_steps=total_steps,
+      resumed_from_step=result.start_step, train_steps_per_s=result.steps_per_s)

@@ -57,11 +57,6 @@ class SearchState(flax.struct.PyTreeNode):
                batch_stats=variables.get("batch_stats", {}), w_opt_state=w_tx.init(weights),
                a_opt_state=a_tx.init(alphas), apply_fn=apply_fn, w_tx=w_tx, a_tx=a_tx)
 
-  def tree(self) -> dict:
-    """What a checkpoint holds."""
-    return {"step": self.step, "weights": self.weights, "alphas": self.alphas, "batch_stats": self.batch_stats,
-            "w_opt_state": self.w_opt_state, "a_opt_state": self.a_opt_state}
-
 
 def train_loss(apply_fn, weights, alphas, batch_stats, images, labels):
   """Train-mode cross-entropy of the search network; returns (loss, (logits, new_batch_stats))."""

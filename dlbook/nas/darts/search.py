@@ -23,11 +23,11 @@ from absl import logging
 
 from dlbook import data as data_lib
 from dlbook import models
-from dlbook.errors import DlbookError, require
+from dlbook.errors import require
 from dlbook.models.darts.genotypes import derive_genotype, genotype_to_dict, save_genotype
 from dlbook.models.darts.search_network import merge_arch
 from dlbook.nas.darts import bilevel, visualize
-from dlbook.training import checkpoint, optim, reporting
+from dlbook.training import checkpoint, optim, reporting, runner
 
 
 def validate_config(config) -> None:
@@ -73,11 +73,13 @@ def make_eval_fn():
 
 
 def search(config, workdir: str) -> dict:
-  """Runs (or resumes) a DARTS search; returns the results.json payload."""
+  """Runs (or resumes) a DARTS search; returns the results.json payload (that of the finished run,
+  unchanged, when `workdir` holds one)."""
   t0 = time.time()
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  checkpoint.guard_workdir(workdir, config.to_dict())
+  run_dir = checkpoint.Workdir(workdir, config.to_dict())
+  if run_dir.finished:
+    return run_dir.results()
   dataset = data_lib.load(config.data, seed=config.seed)
   require(dataset.val is not None, "the search needs the alpha half: set data.val_fraction > 0")
   batch_size = int(config.batch_size)
@@ -98,55 +100,40 @@ def search(config, workdir: str) -> dict:
   state = bilevel.SearchState.create(model.apply, variables, w_tx, a_tx)
   num_weights = int(sum(x.size for x in jax.tree_util.tree_leaves(state.weights)))
 
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.get("max_checkpoints", 3))
-  start_step = 0
-  if ckpt.latest_step() is not None:
-    state = state.replace(**ckpt.restore(state.tree()))
-    start_step = int(state.step)
-    logging.info("resumed from checkpoint step %d in %s", start_step, ckpt.directory)
-  log = reporting.MetricsLog(workdir, resume_step=start_step)
-
-  step_fn = jax.jit(bilevel.make_search_step(
+  search_step = jax.jit(bilevel.make_search_step(
       int(config.order), w_schedule, float(config.optimizer.momentum), float(config.optimizer.weight_decay),
       str(config.hessian), config.data.get("augment")), donate_argnums=0)
   eval_fn = jax.jit(make_eval_fn())
   steps, multiplier = int(config.model.steps), int(config.model.multiplier)
-  progress = reporting.Progress(total_steps, start_step, name="search")
   logging.info("DARTS search (order %d, hessian %s): %d weights, %d steps (%d per epoch) on %s",
                config.order, config.hessian, num_weights, total_steps, steps_per_epoch, dataset.name)
 
-  pending, last_good = [], start_step
-  eval_every = int(config.get("eval_every_epochs", 1)) * steps_per_epoch
-  for step, batch in data_lib.train_batches(dataset.train, batch_size, config.seed, start_step, total_steps):
+  def step_fn(state, step):
+    batch = data_lib.train_batch(dataset.train, batch_size, config.seed, step)
     val_batch = data_lib.train_batch(dataset.val, batch_size, config.seed + 1, step)
-    state, metrics = step_fn(state, batch, val_batch, jax.random.fold_in(train_key, step))
-    pending.append(metrics)
-    done = step + 1
-    at_end = done == total_steps
-    if done % config.log_every_steps == 0 or done % config.checkpoint_every_steps == 0 or at_end:
-      means = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
-      pending = []
-      if not np.isfinite(means["loss"]) or not np.isfinite(means["val_loss"]):
-        raise DlbookError(f"search loss became non-finite ({means['loss']}, val {means['val_loss']}) before step "
-                          f"{done}; the last good checkpoint (step {last_good}) is kept; lower the learning rates")
-      log.write(done, means, prefix="search/")
-      progress.log(done, means)
-    if done % steps_per_epoch == 0:
-      logging.info("epoch %d genotype = %s", done // steps_per_epoch,
-                   current_genotype(state, steps, multiplier))
-    if done % eval_every == 0 and not at_end:
-      val = evaluate_supernet(eval_fn, state, dataset.val, int(config.eval_batch_size),
-                              int(config.get("eval_examples", 0)))
-      log.write(done, val, prefix="val/")
-      logging.info("step %d: supernet accuracy on the alpha half %.4f", done, val["accuracy"])
-    if done % config.checkpoint_every_steps == 0 or at_end:
-      ckpt.save(done, state.tree())
-      last_good = done
+    return search_step(state, batch, val_batch, jax.random.fold_in(train_key, step))
+
+  def log_genotype(state, step, log):
+    logging.info("epoch %d genotype = %s", step // steps_per_epoch, current_genotype(state, steps, multiplier))
+
+  def validate(state, step, log):
+    val = evaluate_supernet(eval_fn, state, dataset.val, int(config.eval_batch_size),
+                            int(config.get("eval_examples", 0)))
+    log.write(step, val, prefix="val/")
+    logging.info("step %d: supernet accuracy on the alpha half %.4f", step, val["accuracy"])
+
+  hooks = [runner.Hook(runner.every(steps_per_epoch), log_genotype),
+           runner.Hook(runner.every(int(config.get("eval_every_epochs", 1)) * steps_per_epoch, skip=total_steps),
+                       validate)]
+  run_dir.start()
+  result = runner.train(state, step_fn, total_steps, run_dir.path, log_every=config.log_every_steps,
+                        checkpoint_every=config.checkpoint_every_steps, name="search", prefix="search/",
+                        hooks=hooks, max_checkpoints=config.get("max_checkpoints", 3), started=t0)
+  state, log = result.state, result.log
 
   val = evaluate_supernet(eval_fn, state, dataset.val, int(config.eval_batch_size), int(config.get("eval_examples", 0)))
   log.write(total_steps, val, prefix="val/")
   log.close()
-  ckpt.close()
 
   weights_normal, weights_reduce = op_weights(state.alphas)
   genotype = derive_genotype(weights_normal, weights_reduce, steps=steps, multiplier=multiplier)
@@ -161,7 +148,7 @@ def search(config, workdir: str) -> dict:
   metrics = {"supernet_val_accuracy": val["accuracy"], "supernet_val_loss": val["loss"],
              "final_train_loss": last.get("search/loss"), "final_train_accuracy": last.get("search/accuracy")}
   return reporting.write_results(
-      workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=metrics, wall_time_s=time.time() - t0,
-      genotype=genotype_to_dict(genotype), op_weights={"normal": weights_normal, "reduce": weights_reduce},
-      num_weights=num_weights, total_steps=total_steps, resumed_from_step=start_step,
-      search_steps_per_s=progress.rate(total_steps))
+      workdir, config=config, seed=config.seed, dataset=dataset.info, metrics=metrics,
+      wall_time_s=result.wall_time_s(t0), genotype=genotype_to_dict(genotype),
+      op_weights={"normal": weights_normal, "reduce": weights_reduce}, num_weights=num_weights,
+      total_steps=total_steps, resumed_from_step=result.start_step, search_steps_per_s=result.steps_per_s)
