@@ -11,27 +11,21 @@ Presets (the config argument):
 
 import ml_collections
 
+from configs import common
+
 PRESETS = ("smoke", "cpu", "fashion_mnist", "full")
 
 
 def get_config(preset=None):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    from dlbook.errors import DlbookError
-    raise DlbookError(f"unknown preset {preset!r} for configs/classify.py; valid: {', '.join(PRESETS)}")
+  preset = common.preset(preset, PRESETS, "classify.py")
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.seed = 0
-  c.data = ml_collections.ConfigDict(dict(
-      name="digits", data_dir=None, train_fraction=1.0, val_fraction=0.1, split_seed=0,
-      image_size=0, channels=0, normalization="standardize", limit_train=0, limit_test=0,
-      augment=dict(crop_pad=0, flip=False, rotation=0.0, cutout=0)))
+  c.data = common.data("digits")
   c.model_name = "chain_cnn"
   c.model = ml_collections.ConfigDict(dict(n_conv=2, conv_filters=(32, 64), conv_kernel=(3, 3), n_dense=1,
                                            dense_units=(128,), activation="relu", dropout=0.2))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=2e-3, schedule="cosine", final_learning_rate=0.0, warmup_steps=0,
-      momentum=0.9, nesterov=False, b1=0.9, b2=0.999, weight_decay=0.0, grad_clip_norm=0.0))
+  c.optimizer = common.optimizer("adam", 2e-3, schedule="cosine")
   c.batch_size = 64
   c.eval_batch_size = 256
   c.num_epochs = 30

@@ -33,14 +33,13 @@ Presets (the config argument):
 
 import ml_collections
 
+from configs import common
+
 PRESETS = ("smoke", "cpu", "full", "full_cifar100", "full_mnist")
 
 
 def get_config(preset=None):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    from dlbook.errors import DlbookError
-    raise DlbookError(f"unknown preset {preset!r} for configs/coarse_to_fine.py; valid: {', '.join(PRESETS)}")
+  preset = common.preset(preset, PRESETS, "coarse_to_fine.py")
   c = ml_collections.ConfigDict()
   c.preset = preset
   # The grid: every mode x train fraction x seed is one run (one results.json).
@@ -53,19 +52,15 @@ def get_config(preset=None):
   c.fine_epochs = 4.0
   c.coarse_epochs_by_fraction = ()  # optional, one per train fraction (overrides coarse_epochs)
 
-  c.data = ml_collections.ConfigDict(dict(
-      name="fashion_mnist", data_dir=None, train_fraction=1.0, val_fraction=0.0, split_seed=0,
-      image_size=0, channels=0, normalization="standardize", limit_train=0, limit_test=0,
-      augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=0)))
+  c.data = common.data("fashion_mnist", val_fraction=0.0,
+                       augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=0))
   c.model_name = "chain_cnn"
   # N = 10 blocks (5 conv + 5 dense layers), so PSF 1/4, 1/5, 1/10 give distinct K = 3, 2, 1. The 5th conv
   # sees a 1x1 map (28 -> 14 -> 7 -> 3 -> 1 after the pools), hence its 1x1 kernel.
   c.model = ml_collections.ConfigDict(dict(n_conv=5, conv_filters=(16, 32, 64, 64, 64), conv_kernel=(3, 3, 3, 3, 1),
                                            n_dense=5, dense_units=(64, 64, 64, 64, 64), activation="relu",
                                            dropout=0.0))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=0.05, schedule="cosine", final_learning_rate=0.0, warmup_steps=0,
-      momentum=0.9, nesterov=False, b1=0.9, b2=0.999, weight_decay=5e-4, grad_clip_norm=5.0))
+  c.optimizer = common.optimizer("sgd", 0.05, schedule="cosine", weight_decay=5e-4, grad_clip_norm=5.0)
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.log_every_steps = 100

@@ -22,32 +22,26 @@ For a second-order search on CPU add `--config.order=2 --config.model.remat_edge
 
 import ml_collections
 
+from configs import common
+
 PRESETS = ("smoke", "cpu", "full")
 
 
 def get_config(preset=None):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    from dlbook.errors import DlbookError
-    raise DlbookError(f"unknown preset {preset!r} for configs/darts_search.py; valid: {', '.join(PRESETS)}")
+  preset = common.preset(preset, PRESETS, "darts_search.py")
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.seed = 2  # the reference's default search seed
-  c.data = ml_collections.ConfigDict(dict(
-      name="fashion_mnist", data_dir=None, train_fraction=1.0, val_fraction=0.5, split_seed=0,
-      image_size=0, channels=0, normalization="standardize", limit_train=6000, limit_test=0,
-      augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=0)))
+  c.data = common.data("fashion_mnist", val_fraction=0.5, limit_train=6000,
+                       augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=0))
   c.model = ml_collections.ConfigDict(dict(init_channels=8, layers=5, steps=4, multiplier=4, stem_multiplier=3,
                                            conv_impl="shift", remat_edges=False))
   # remat_edges: recompute each edge's mixed op in the backward pass (memory for compute). Second-order
   # DARTS needs it at batch 64 on a 24 GB host: XLA's temp buffers for the exact step of the 8-cell C=16
   # supernet measured 51.6 GB without it and 14.7 GB with it (docs/darts.md).
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=0.025, schedule="cosine", final_learning_rate=0.001, warmup_steps=0,
-      momentum=0.9, nesterov=False, weight_decay=3e-4, grad_clip_norm=5.0))
-  c.arch_optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=3e-4, schedule="constant", warmup_steps=0, b1=0.5, b2=0.999, weight_decay=1e-3,
-      grad_clip_norm=0.0))
+  c.optimizer = common.optimizer("sgd", 0.025, schedule="cosine", final_learning_rate=0.001, weight_decay=3e-4,
+                                 grad_clip_norm=5.0)
+  c.arch_optimizer = common.optimizer("adam", 3e-4, b1=0.5, weight_decay=1e-3)
   c.order = 1  # 1: first-order DARTS; 2: second order (Eq. 3.6)
   c.hessian = "exact"
   c.batch_size = 64

@@ -21,28 +21,22 @@ Presets (the config argument):
 
 import ml_collections
 
+from configs import common
+
 PRESETS = ("smoke", "cpu", "full")
 
 
 def get_config(preset=None):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    from dlbook.errors import DlbookError
-    raise DlbookError(f"unknown preset {preset!r} for configs/darts_train.py; valid: {', '.join(PRESETS)}")
+  preset = common.preset(preset, PRESETS, "darts_train.py")
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.seed = 0
   c.genotype = "DARTS_V2"  # DARTS_V1 | DARTS_V2 | path to a genotype.json
-  c.data = ml_collections.ConfigDict(dict(
-      name="fashion_mnist", data_dir=None, train_fraction=1.0, val_fraction=0.1, split_seed=0,
-      image_size=0, channels=0, normalization="standardize", limit_train=10000, limit_test=0,
-      augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=8)))
+  c.data = common.data("fashion_mnist", limit_train=10000, augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=8))
   c.model_name = "darts_eval"
   c.model = ml_collections.ConfigDict(dict(init_channels=16, layers=8, auxiliary=False, drop_path_prob=0.2,
                                            stem_multiplier=3, conv_impl="shift"))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=0.025, schedule="cosine", final_learning_rate=0.0, warmup_steps=0,
-      momentum=0.9, nesterov=False, weight_decay=3e-4, grad_clip_norm=5.0))
+  c.optimizer = common.optimizer("sgd", 0.025, schedule="cosine", weight_decay=3e-4, grad_clip_norm=5.0)
   c.aux_weight = 0.4  # used only when model.auxiliary
   c.label_smoothing = 0.0
   c.batch_size = 96

@@ -19,13 +19,14 @@ Presets (the config argument):
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 PRESETS = ("smoke", "cpu", "full")
 
 
 def data_config(name, val_fraction, image_size=0, limit_train=0, limit_test=0):
   return ml_collections.ConfigDict(dict(
-      name=name, data_dir=None, train_fraction=1.0, val_fraction=val_fraction, split_seed=0,
+      name=name, data_dir=placeholder(str), train_fraction=1.0, val_fraction=val_fraction, split_seed=0,
       image_size=image_size, channels=0, normalization="standardize", limit_train=limit_train,
       limit_test=limit_test))
 

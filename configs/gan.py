@@ -26,6 +26,8 @@ PRESET:
 
 import ml_collections
 
+from configs import common
+
 GANS = ("vanilla", "dcgan", "wgan", "wgan_gp", "acgan")
 PRESETS = ("smoke", "cpu", "full")
 
@@ -46,9 +48,7 @@ def parse_arg(arg):
 
 
 def optimizer(name="adam", learning_rate=2e-4, b1=0.5, b2=0.999):
-  return ml_collections.ConfigDict(dict(
-      name=name, learning_rate=learning_rate, schedule="constant", final_learning_rate=0.0, warmup_steps=0,
-      momentum=0.0, nesterov=False, b1=b1, b2=b2, weight_decay=0.0, grad_clip_norm=0.0))
+  return common.optimizer(name, learning_rate, momentum=0.0, b1=b1, b2=b2, decay=0.9)
 
 
 def get_config(arg=None):
@@ -58,9 +58,7 @@ def get_config(arg=None):
   c.preset = preset
   c.seed = 0
   c.loss = ""  # "": the family's own (non_saturating; wasserstein for wgan / wgan_gp)
-  c.data = ml_collections.ConfigDict(dict(
-      name="fashion_mnist", data_dir=None, train_fraction=1.0, val_fraction=0.0, split_seed=0,
-      image_size=32, channels=1, normalization="symmetric", limit_train=0, limit_test=0))
+  c.data = common.data("fashion_mnist", val_fraction=0.0, image_size=32, channels=1, normalization="symmetric")
   c.model = ml_collections.ConfigDict(dict(
       z_dim=100, start_size=4, g_base_width=1024, d_base_width=64, embed_dim=50, conditioning="concat", d_norm="",
       mlp_g_hidden=(256, 512, 1024), mlp_d_hidden=(512, 256)))

@@ -10,11 +10,12 @@ of the two extractors the narrower widths (32, 64, 64, 64) and the same 2000 ste
 the two narrow extractors together cost less than the single wide one of the two-stage cpu preset).
 """
 
-from configs.stego_two_stage import base_config, check_preset
+from configs import common
+from configs.stego_two_stage import PRESETS, base_config
 
 
 def get_config(preset=None):
-  c = base_config(check_preset(preset, "stego_multi"))
+  c = base_config(common.preset(preset, PRESETS, "stego_multi.py"))
   c.method = "multi_message"
   c.num_messages = 2
   c.payload_bpp = 2.0

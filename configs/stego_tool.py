@@ -15,22 +15,20 @@ candidates compared in docs/stego_tool.md.
 
 import ml_collections
 
+from configs import common
+
 PRESETS = ("smoke", "cpu", "full")
 
 
 def get_config(preset=None):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    from dlbook.errors import DlbookError
-    raise DlbookError(f"unknown preset {preset!r} for configs/stego_tool.py; valid: {', '.join(PRESETS)}")
+  preset = common.preset(preset, PRESETS, "stego_tool.py")
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.seed = 0
-  c.data = ml_collections.ConfigDict(dict(name="photos64", normalization="symmetric", data_dir=None))
+  c.data = common.data("photos64", normalization="symmetric", val_fraction=0.0)
   c.model = ml_collections.ConfigDict(dict(architecture="basic", hidden=32, payload_bpp=1))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=1e-3, schedule="cosine", final_learning_rate=1e-5, warmup_steps=100,
-      b1=0.9, b2=0.999, weight_decay=0.0, grad_clip_norm=1.0))
+  c.optimizer = common.optimizer("adam", 1e-3, schedule="cosine", final_learning_rate=1e-5, warmup_steps=100,
+                                 grad_clip_norm=1.0)
   c.batch_size = 16
   c.train_crop = 32  # random crops of the 64x64 covers; the model is fully convolutional
   c.num_train_steps = 2400

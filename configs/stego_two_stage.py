@@ -23,15 +23,9 @@ as printed, 'reconstruction' = d(C, C_R)).
 
 import ml_collections
 
+from configs import common
+
 PRESETS = ("smoke", "cpu", "full")
-
-
-def check_preset(preset, name):
-  preset = preset or "cpu"
-  if preset not in PRESETS:
-    from dlbook.errors import DlbookError
-    raise DlbookError(f"unknown preset {preset!r} for configs/{name}.py; valid: {', '.join(PRESETS)}")
-  return preset
 
 
 def base_config(preset: str) -> ml_collections.ConfigDict:
@@ -46,9 +40,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.stage1_depth = 2  # two_stage: transposed convs in stage 1 (0..3); stage 2 gets the other 4 - depth
   c.lsb_key = 0  # seed of the LSB embedding order
   c.cover_augment = "none"  # none | dihedral: a random one of the 8 square symmetries per training cover
-  c.data = ml_collections.ConfigDict(dict(
-      name="photos64", data_dir=None, image_size=64, channels=3, normalization="symmetric",
-      val_fraction=0.0, train_fraction=1.0, split_seed=0, limit_train=0, limit_test=0))
+  c.data = common.data("photos64", image_size=64, channels=3, normalization="symmetric", val_fraction=0.0)
   # residual (with cover_shortcut): clip | bounded (S = C + tanh(h)·headroom, dlbook.stego.two_stage)
   c.generator = ml_collections.ConfigDict(dict(channels=(16, 16, 32, 32), cover_shortcut=True, residual="clip"))
   c.extractor = ml_collections.ConfigDict(dict(channels=(64, 128, 128, 128), head_side=16))
@@ -106,7 +98,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
 
 
 def get_config(preset=None):
-  c = base_config(check_preset(preset, "stego_two_stage"))
+  c = base_config(common.preset(preset, PRESETS, "stego_two_stage.py"))
   if c.preset == "cpu":
     # A wider stage 2 (the two transposed convolutions after the join, 32 -> 64 channels): at 1 bpp,
     # seed 0, extraction 98.94% -> 99.00% at the same PSNR (35.71 -> 35.72 dB); session 5,

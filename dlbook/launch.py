@@ -64,9 +64,22 @@ def run(main) -> None:
       logging.flush()
       fail(one_line(e))
     except OSError as e:  # a missing config file surfaces here, when the config is first read
-      fail(one_line(e) if e.filename is None else f"missing file: {e.filename}")
+      logging.flush()
+      fail(describe_os_error(e))
 
   app.run(wrapped, flags_parser=parse_flags)
+
+
+def describe_os_error(e: OSError) -> str:
+  """What went wrong with a file, in words: missing, not a directory, permission, disk full..."""
+  import errno
+  what = {errno.ENOENT: "missing file or directory", errno.EACCES: "permission denied",
+          errno.EPERM: "operation not permitted", errno.ENOTDIR: "not a directory (a file is in the way)",
+          errno.EISDIR: "is a directory, expected a file", errno.EROFS: "read-only file system",
+          errno.ENOSPC: "no space left on the device", errno.EEXIST: "already exists"}.get(e.errno)
+  if what is None:
+    what = e.strerror or type(e).__name__
+  return f"{what}: {e.filename}" if e.filename else what
 
 
 def one_line(error: BaseException) -> str:

@@ -195,3 +195,48 @@ def test_dihedral_draws_all_eight_symmetries_exactly():
   assert (counts > 20).all(), counts  # all 8, roughly uniform (expected 50 each)
   with pytest.raises(ValueError, match="square"):
     aug.dihedral(jax.random.key(0), np.zeros((1, 4, 6, 1)))
+
+
+def _npz(path, **arrays):
+  base = dict(x_train=np.zeros((20, 4, 4), np.uint8), y_train=np.arange(20) % 2,
+              x_test=np.zeros((6, 4, 4), np.uint8), y_test=np.arange(6) % 2)
+  base.update(arrays)
+  np.savez(path, **base)
+  return f"npz:{path}"
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(y_train=np.r_[np.arange(19) % 2, 2 ** 30]), "largest is 1073741824 with only 3 distinct labels"),
+    (dict(y_train=np.r_[np.arange(19) % 2, -1]), "negative label"),
+    (dict(y_train=np.arange(20) % 2 + 0.5), "integer class indices"),
+    (dict(x_train=np.zeros((0, 4, 4), np.uint8), y_train=np.zeros(0, np.int64)), "empty"),
+    (dict(x_test=np.zeros((5, 4, 4), np.uint8)), "image and label counts differ"),
+])
+def test_npz_labels_shapes_and_emptiness_are_checked_before_training(tmp_path, arrays, message):
+  name = _npz(tmp_path / "d.npz", **arrays)
+  with pytest.raises(DlbookError, match=message):
+    data.load(ml_collections.ConfigDict(dict(name=name)))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bad_crc"])
+def test_a_corrupt_npz_is_one_error(tmp_path, damage):
+  path = tmp_path / "d.npz"
+  np.savez_compressed(path, x_train=np.random.default_rng(0).integers(0, 255, (50, 8, 8)).astype(np.uint8),
+                      y_train=np.arange(50) % 2, x_test=np.zeros((4, 8, 8), np.uint8), y_test=np.arange(4) % 2)
+  raw = bytearray(path.read_bytes())
+  if damage == "truncate":
+    raw = raw[:len(raw) // 2]
+  else:
+    raw[200:210] = bytes(b ^ 0xFF for b in raw[200:210])  # inside the first member's compressed data
+  path.write_bytes(bytes(raw))
+  with pytest.raises(DlbookError, match="cannot read npz file .*truncated or corrupt"):
+    data.load(ml_collections.ConfigDict(dict(name=f"npz:{path}")))
+
+
+def test_degenerate_splits_are_refused_before_training(tmp_path):
+  with pytest.raises(DlbookError, match="limit_train=3 keeps no training example of the 10 classes"):
+    data.load(ml_collections.ConfigDict(dict(name="digits", limit_train=3)))
+  make_image_folder(tmp_path / "imgs", n=4)  # 3 training images per class: a 10% validation split is empty
+  with pytest.raises(DlbookError, match="empty validation split"):
+    data.load(ml_collections.ConfigDict(dict(name=f"image_folder:{tmp_path / 'imgs'}", image_size=8,
+                                             val_fraction=0.1)))

@@ -68,10 +68,13 @@ def test_smoke_run_writes_results_and_pictures(tmp_path):
   assert (tmp_path / "curves.png").stat().st_size > 1000
   assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
-  # a rerun of a finished run resumes at the end and keeps the same result
+  # a rerun of a finished run reports it and changes nothing on disk
+  before = {p: (tmp_path / p).read_bytes() for p in ("results.json", "history.jsonl", "config.json")}
+  events = sorted(os.listdir(tmp_path / "tensorboard"))
   again = loop.train_and_evaluate(config, str(tmp_path))
-  assert again["resumed_from_step"] == results["total_steps"]
-  assert again["metrics"]["test_accuracy"] == results["metrics"]["test_accuracy"]
+  assert again["already_finished"] and again["metrics"]["test_accuracy"] == results["metrics"]["test_accuracy"]
+  assert {p: (tmp_path / p).read_bytes() for p in before} == before
+  assert sorted(os.listdir(tmp_path / "tensorboard")) == events
 
 
 def test_workdir_with_other_config_is_refused(tmp_path):
@@ -86,9 +89,10 @@ def test_workdir_with_other_config_is_refused(tmp_path):
 
 
 def restore_raw(workdir, step=None):
+  """(step, the train state's checkpoint tree) of the latest (or given) checkpoint in `workdir`."""
   with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
     step = mngr.latest_step() if step is None else step
-    return step, jax.tree.map(np.asarray, mngr.restore(step, args=ocp.args.StandardRestore()))
+    return step, jax.tree.map(np.asarray, mngr.restore(step, args=ocp.args.StandardRestore()))["state"]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

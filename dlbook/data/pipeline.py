@@ -75,20 +75,28 @@ def load(data_config, seed: int = 0) -> Dataset:
   x_test = raw.x_test.astype(np.float32) / raw.max_value
   y_train, y_test = raw.y_train.astype(np.int32), raw.y_test.astype(np.int32)
   if c.get("limit_train"):
+    require(int(c.limit_train) > 0, f"data.limit_train must be >= 0, got {c.limit_train}")
     keep, _ = stratified_split(y_train, min(1.0, c.limit_train / len(y_train)), seed=1)
+    require(len(keep) > 0, f"data.limit_train={c.limit_train} keeps no training example of the "
+            f"{len(np.unique(y_train))} classes (each keeps round(limit / size) of its examples); raise it")
     x_train, y_train = x_train[keep], y_train[keep]
   if c.get("limit_test"):
+    require(int(c.limit_test) > 0, f"data.limit_test must be >= 0, got {c.limit_test}")
     x_test, y_test = x_test[:c.limit_test], y_test[:c.limit_test]
 
   val = None
   val_seed = int(c.get("split_seed", 0))
   if val_fraction > 0:
     val_idx, train_idx = stratified_split(y_train, val_fraction, seed=val_seed)
+    require(len(val_idx) > 0, f"data.val_fraction={val_fraction} of {len(y_train)} training examples leaves an "
+            f"empty validation split (each class keeps round(fraction x its size)); raise it or set it to 0")
     val = (x_train[val_idx], y_train[val_idx])
     x_train, y_train = x_train[train_idx], y_train[train_idx]
   if fraction < 1.0:
     keep, _ = stratified_split(y_train, fraction, seed=val_seed + 1000 + seed)
     x_train, y_train = x_train[keep], y_train[keep]
+  require(len(y_train) > 0, f"dataset {c.name!r}: no training example is left after the validation split, "
+          f"train_fraction and limit_train")
 
   size = c.get("image_size")
   channels = c.get("channels")

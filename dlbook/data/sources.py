@@ -51,8 +51,39 @@ def load_raw(name: str, data_dir: Optional[str] = None, **options) -> RawData:
   if ":" in name:
     prefix, arg = name.split(":", 1)
     require(bool(arg), f"dataset {name!r} needs an argument after ':'")
-    return SOURCES.get(prefix + ":")(arg, data_dir=data_dir, **options)
-  return SOURCES.get(name)(data_dir=data_dir, **options)
+    raw = SOURCES.get(prefix + ":")(arg, data_dir=data_dir, **options)
+  else:
+    raw = SOURCES.get(name)(data_dir=data_dir, **options)
+  if isinstance(raw, RawData):
+    check_raw(raw, name)
+  return raw
+
+
+def check_raw(raw: RawData, name: str) -> None:
+  """Rejects degenerate data before anything trains: empty splits, non-numeric or non-finite images,
+  labels that are not class indices 0..K-1 (negative, fractional, or sparse ids such as 2^30)."""
+  where = raw.info.get("source", name)
+  for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
+    require(len(x) > 0, f"dataset {name!r} ({where}): the {split} split is empty")
+    require(x.ndim == 4, f"dataset {name!r} ({where}): {split} images must be NHWC, got shape {x.shape}")
+    require(len(x) == len(y), f"dataset {name!r} ({where}): {len(x)} {split} images but {len(y)} labels")
+    require(np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating),
+            f"dataset {name!r} ({where}): {split} images must be real numbers, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating):
+      require(bool(np.isfinite(x).all()), f"dataset {name!r} ({where}): {split} images contain NaN or inf")
+    y = np.asarray(y)
+    require(np.issubdtype(y.dtype, np.number) and y.ndim == 1,
+            f"dataset {name!r} ({where}): {split} labels must be a 1-D array of class indices, got "
+            f"dtype {y.dtype} shape {y.shape}")
+    fractional = np.flatnonzero(y != np.round(y))
+    require(len(fractional) == 0, f"dataset {name!r} ({where}): {split} labels must be whole numbers "
+            f"(class indices), e.g. got {y[fractional[0]] if len(fractional) else ''}")
+    require(int(y.min()) >= 0, f"dataset {name!r} ({where}): {split} labels must be class indices >= 0, got "
+            f"{int(y.min())}")
+  labels = np.concatenate([np.asarray(raw.y_train), np.asarray(raw.y_test)]).astype(np.int64)
+  top, distinct = int(labels.max()), len(np.unique(labels))
+  require(top < 2 * distinct + 16, f"dataset {name!r} ({where}): labels must be class indices 0..K-1, but the "
+          f"largest is {top} with only {distinct} distinct labels; renumber the classes")
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -123,8 +154,9 @@ def npz(path, data_dir=None, **_) -> RawData:
   try:
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: f[k] for k in f.files}
-  except (OSError, ValueError, EOFError) as e:
-    raise DlbookError(f"cannot read npz file {path}: {e}") from None
+  except Exception as e:  # truncated or bad-CRC zip members raise zipfile, zlib and numpy errors
+    raise DlbookError(f"cannot read npz file {path} (truncated or corrupt?): {type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}") from None
   needed = ("x_train", "y_train", "x_test", "y_test")
   missing = [k for k in needed if k not in arrays]
   require(not missing, f"{path} lacks arrays {missing}; it needs {list(needed)}, has {sorted(arrays)}")
@@ -135,8 +167,20 @@ def npz(path, data_dir=None, **_) -> RawData:
     xs.append(x[..., None] if x.ndim == 3 else x)
   ys = [arrays["y_train"].astype(np.int32).reshape(-1), arrays["y_test"].astype(np.int32).reshape(-1)]
   require(len(xs[0]) == len(ys[0]) and len(xs[1]) == len(ys[1]), f"{path}: image and label counts differ")
+  for k, x, y in (("train", xs[0], ys[0]), ("test", xs[1], ys[1])):
+    require(len(x) > 0 and len(y) > 0, f"{path}: x_{k} / y_{k} are empty")
+  raw_labels = [arrays["y_train"], arrays["y_test"]]
+  for k, y in zip(("y_train", "y_test"), raw_labels):
+    require(np.issubdtype(y.dtype, np.number) and np.all(y == np.round(y)),
+            f"{path}:{k} must hold integer class indices, got dtype {y.dtype}")
+    require(y.min() >= 0, f"{path}:{k} has a negative label ({y.min()}); labels are class indices 0..K-1")
+  require(np.issubdtype(xs[0].dtype, np.number) and np.issubdtype(xs[1].dtype, np.number),
+          f"{path}: x_train / x_test must be numeric, got {xs[0].dtype} / {xs[1].dtype}")
   max_value = 255.0 if xs[0].dtype == np.uint8 or xs[0].max() > 1.0 else 1.0
   n_classes = int(max(ys[0].max(), ys[1].max())) + 1
+  distinct = len(np.unique(np.concatenate(ys)))
+  require(n_classes < 2 * distinct + 16, f"{path}: labels must be class indices 0..K-1, but the largest is "
+          f"{n_classes - 1} with only {distinct} distinct labels; renumber the classes")
   return RawData(xs[0], ys[0], xs[1], ys[1], max_value, tuple(str(i) for i in range(n_classes)),
                  {"source": os.path.abspath(path)})
 

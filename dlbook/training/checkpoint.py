@@ -4,8 +4,8 @@ Orbax writes each step into a temporary directory and renames it when complete, 
 mid-save leaves the previous checkpoint as the latest one. After the rename, `Checkpointer.save`
 stores a SHA-256 digest of every file of the step (`dlbook_sha256.json`); a restore recomputes it,
 so a truncated or bit-flipped checkpoint is detected instead of loaded. `restore_latest` falls back
-from an unreadable checkpoint to the previous one, moves the bad one aside (never deletes it) and
-says so in one line.
+from an unreadable checkpoint to the previous one, moves the bad one to `corrupt_checkpoints/`
+(never deletes it) and says so in one line.
 
 `Workdir` keeps a workdir to one config: it checks the directory and the recorded config before
 anything runs, writes `config.json` only when a run really starts, and knows whether the run has
@@ -27,6 +27,7 @@ from dlbook.training.reporting import write_json_atomic
 
 DIGEST_FILE = "dlbook_sha256.json"
 CORRUPT_DIR = "corrupt_checkpoints"
+DIVERGED_DIR = "diverged_checkpoints"
 
 
 def digest_directory(directory: str, exclude: Sequence[str] = (DIGEST_FILE,)) -> str:
@@ -116,7 +117,7 @@ class Checkpointer:
         return step, self.restore(target(step), step)
       except CorruptCheckpoint as e:
         older = [s for s in self.all_steps() if s < step]
-        aside = self._set_aside(step)
+        aside = self.set_aside(step, CORRUPT_DIR)
         logging.warning("%s; moved to %s; %s", e, aside,
                         f"falling back to step {older[-1]}" if older else "no older checkpoint")
     if os.path.isdir(os.path.join(os.path.dirname(self.directory), CORRUPT_DIR)):
@@ -125,8 +126,9 @@ class Checkpointer:
                         f"this run again from scratch")
     return None, None
 
-  def _set_aside(self, step: int) -> str:
-    root = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR)
+  def set_aside(self, step: int, folder: str) -> str:
+    """Moves the checkpoint of `step` to `../folder/` (kept, never deleted); returns where it went."""
+    root = os.path.join(os.path.dirname(self.directory), folder)
     os.makedirs(root, exist_ok=True)
     dest = os.path.join(root, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
     shutil.move(self.step_dir(step), dest)

@@ -28,6 +28,8 @@ def validate_config(config) -> None:
   require(int(config.batch_size) > 0, f"batch_size must be positive, got {config.batch_size}")
   require(int(config.get("eval_batch_size", config.batch_size)) > 0, "eval_batch_size must be positive")
   require(float(config.num_epochs) > 0, f"num_epochs must be positive, got {config.num_epochs}")
+  require(int(config.get("num_train_steps", 0)) >= 0,
+          f"num_train_steps must be >= 0 (0: from num_epochs), got {config.num_train_steps}")
   require(int(config.checkpoint_every_steps) > 0,
           f"checkpoint_every_steps must be positive, got {config.checkpoint_every_steps}")
   require(int(config.log_every_steps) > 0, f"log_every_steps must be positive, got {config.log_every_steps}")

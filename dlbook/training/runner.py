@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from dlbook.errors import DlbookError, require
-from dlbook.training.checkpoint import Checkpointer
+from dlbook.training.checkpoint import DIVERGED_DIR, Checkpointer
 from dlbook.training.reporting import MetricsLog, Progress
 
 
@@ -119,20 +119,27 @@ def train(state, step_fn: Callable, total_steps: int, directory: str, *, log_eve
   start = step
   log = MetricsLog(directory, resume_step=start)
   progress = Progress(total_steps - initial_step, start - initial_step, name=name)
-  last_saved = start if start > initial_step else None
+  # A checkpoint counts as good once the step after it computed finite metrics from it.
+  unconfirmed = start if start > initial_step else None
   pending = []
   try:
     while step < total_steps:
       state, metrics = step_fn(state, step)
       pending.append(metrics)
       step += 1
+      if unconfirmed is not None:
+        if not all(np.isfinite(v) for v in mean_metrics([metrics]).values()):
+          aside = ckpt.set_aside(unconfirmed, DIVERGED_DIR)
+          _stop(name, f"the metrics of step {step}, computed from the checkpoint of step {unconfirmed}, became "
+                f"non-finite (that checkpoint was moved to {aside})", ckpt)
+        unconfirmed = None
       save = step % checkpoint_every == 0 or step == total_steps or bool(checkpoint_at and checkpoint_at(step))
       if step % log_every == 0 or save:
         means = mean_metrics(pending)
         pending = []
         bad = sorted(k for k, v in means.items() if not np.isfinite(v))
         if bad:
-          _stop(name, f"{', '.join(bad)} became non-finite", step, last_saved)
+          _stop(name, f"{', '.join(bad)} became non-finite by step {step}", ckpt)
         log.write(step, means, prefix=prefix)
         shown = means if progress_keys is None else {k: means[k] for k in progress_keys if k in means}
         line = progress.line(step - initial_step, shown)
@@ -143,9 +150,9 @@ def train(state, step_fn: Callable, total_steps: int, directory: str, *, log_eve
           state = state if new is None else new
       if save:
         if not all_finite(state):
-          _stop(name, "the model state (parameters or optimizer state) became non-finite", step, last_saved)
+          _stop(name, f"the model state (parameters or optimizer state) became non-finite by step {step}", ckpt)
         ckpt.save(step, wrap(state, earlier_s + time.time() - started))
-        last_saved = step
+        unconfirmed = step
   except BaseException:
     log.close()
     raise
@@ -155,7 +162,7 @@ def train(state, step_fn: Callable, total_steps: int, directory: str, *, log_eve
   return Result(state, start, int(total_steps), earlier_s, rate, log)
 
 
-def _stop(name: str, what: str, step: int, last_saved: Optional[int]) -> None:
-  kept = (f"the last good checkpoint (step {last_saved}) is kept" if last_saved is not None
-          else "no checkpoint had been saved yet")
-  raise DlbookError(f"{name}: {what} by step {step}; stopped, {kept}; lower the learning rate or clip gradients")
+def _stop(name: str, what: str, ckpt: Checkpointer) -> None:
+  steps = ckpt.all_steps()
+  kept = (f"the last good checkpoint (step {steps[-1]}) is kept" if steps else "no good checkpoint had been saved")
+  raise DlbookError(f"{name}: {what}; stopped, {kept}; lower the learning rate or clip gradients")

@@ -33,6 +33,8 @@ from dlbook.training import checkpoint, optim, reporting, runner
 def validate_config(config) -> None:
   require(int(config.batch_size) > 0, f"batch_size must be positive, got {config.batch_size}")
   require(float(config.num_epochs) > 0, f"num_epochs must be positive, got {config.num_epochs}")
+  require(int(config.get("num_train_steps", 0)) >= 0,
+          f"num_train_steps must be >= 0 (0: from num_epochs), got {config.num_train_steps}")
   require(int(config.checkpoint_every_steps) > 0, "checkpoint_every_steps must be positive")
   require(int(config.log_every_steps) > 0, "log_every_steps must be positive")
   require(0.0 < float(config.data.val_fraction) < 1.0,
