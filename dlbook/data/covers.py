@@ -1,4 +1,4 @@
-"""Steganography covers from real images that ship with the installed packages (SPEC §5, §8).
+"""Steganography covers from real images that ship with the installed packages.
 
 Two sources register with `SOURCES` (no download ever happens; only files inside the
 installed wheels are read):

@@ -1,4 +1,4 @@
-"""Steganography image metrics (book §6.2.2; SPEC §5 "Metrics").
+"""Steganography image metrics (book §6.2.2).
 
 - PSNR = 10·log10(MAX² / MSE), MAX = `data_range` (255 for 8-bit images).
 - SSIM: Wang et al. (2004) with a Gaussian window (σ = 1.5, truncated at 3.5σ, i.e. 11×11),

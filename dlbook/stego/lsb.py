@@ -1,4 +1,4 @@
-"""LSB replacement, the traditional baseline (book §6.1; SPEC §5 "Baselines").
+"""LSB replacement, the traditional baseline (book §6.1).
 
 A payload of ``bpp`` bits per pixel is ``bpp·H·W`` bits. They replace the least
 significant bits of the image's channel values, visited in a pseudo-random order drawn

@@ -255,8 +255,8 @@ class ConvAnalyzer(nn.Module):
   own s×s cell, so its outputs are rearranged losslessly to the generator's m×m×(bits/m²)
   order (space-to-depth when m < s, depth-to-space when m > s) before flattening: bit i is then
   read near where the generator wrote it. Without this (m ≠ s) bit i is read at a position
-  unrelated to where it was written and a shared per-position head cannot learn it (what kept
-  the cpu presets' early and mid generators at chance before session 5). 0: no rearrangement
+  unrelated to where it was written and a shared per-position head cannot learn it (without the
+  rearrangement the cpu presets' early and mid generators stayed at chance). 0: no rearrangement
   (the book's global head, or m = s).
   """
   outputs: int

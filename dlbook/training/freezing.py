@@ -1,6 +1,6 @@
 """Selective freezing through parameter masks: blocks, SSF/PSF schedules, masked steps.
 
-Book ch. 4.3.2 (SPEC §3): after coarse training of all weights (Algorithm 1/2,
+Book ch. 4.3.2: after coarse training of all weights (Algorithm 1/2,
 step III), fine-tuning freezes part of the network.
 - SSF (Eqs. 4.1-4.3): the first ⌊N/2⌋ of N blocks (cells or layers) are frozen.
 - PSF(K) (Eqs. 4.4-4.6, Algorithm 2): a frozen window of K blocks starts at l = 0

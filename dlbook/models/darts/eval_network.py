@@ -1,4 +1,4 @@
-"""The DARTS evaluation network built from a genotype (book ch. 3 §3.2.6, Fig. 3.8; SPEC §2), after
+"""The DARTS evaluation network built from a genotype (book ch. 3 §3.2.6, Fig. 3.8), after
 quark0/darts `cnn/model.py` (`NetworkCIFAR`).
 
 Stem (3x3 conv, 3C channels, BN) -> `layers` cells with reductions (stride 2, channels doubled) at depth

@@ -1,4 +1,4 @@
-"""DARTS genotypes (book ch. 3 §3.2.4; SPEC §2), in the reference's format (quark0/darts `cnn/genotypes.py`):
+"""DARTS genotypes (book ch. 3 §3.2.4), in the reference's format (quark0/darts `cnn/genotypes.py`):
 `Genotype(normal=[(op, input_index), ...], normal_concat=[2, 3, 4, 5], reduce=..., reduce_concat=...)`.
 
 Edges come in pairs, one pair per intermediate node; input index 0 is c_{k-2}, 1 is c_{k-1}, and

@@ -1,4 +1,4 @@
-"""DARTS candidate operations (book ch. 3, Table 3.1 plus `none`; SPEC §2), after quark0/darts
+"""DARTS candidate operations (book ch. 3, Table 3.1 plus `none`), after quark0/darts
 `cnn/operations.py`: an `OPS` dict from op name to constructor `(C, stride, affine) -> module`.
 
 Every module is called as `op(x, train)` on NHWC arrays. Choices where the book is silent follow the
@@ -11,12 +11,12 @@ eps 1e-5; conv and dense kernels use PyTorch's default init, U(+-1/sqrt(fan_in))
 multiply-adds with a gather-form custom gradient (`depthwise_conv`) and the pointwise conv as one matmul.
 "dense" uses that a depthwise conv followed by a pointwise conv is linear, so it equals ONE dense conv
 whose kernel is K[y, x, i, o] = dw[y, x, i] * pw[i, o] (C times more multiply-adds, a GEMM-backed XLA
-kernel). "grouped" is `feature_group_count`. Measured on this 2-core CPU (session 3, batch 16, C=16,
+kernel). "grouped" is `feature_group_count`. Measured on this 2-core CPU (batch 16, C=16,
 8-cell search supernet, forward + backward; `benchmarks/darts_step.py --conv_impls=shift,dense` times
 whole search steps): shift 3.5 s, dense 55 s. Single ops cost about the same in both
 formulations (dense ~1.3x shift), but inside the search cell's scanned mixed op the dense conv's
 gradient is ~15x slower on XLA CPU; in the evaluation network (no scan) the two are within 10%.
-Session 2 had picked "dense" from single-op forward timings, which was wrong for the supernet. The
+Single-op forward timings favour "dense", which is the wrong guide for the supernet. The
 parameters are the same in all three (a depthwise and a pointwise kernel, as in the reference), so
 parameter counts, checkpoints and gradients do not depend on the choice; outputs agree to float
 rounding.

@@ -1,4 +1,4 @@
-"""The DARTS search network (book ch. 3 §3.2.1-3.2.3, Eqs. 3.1-3.2, Fig. 3.2; SPEC §2), after quark0/darts
+"""The DARTS search network (book ch. 3 §3.2.1-3.2.3, Eqs. 3.1-3.2, Fig. 3.2), after quark0/darts
 `cnn/model_search.py`.
 
 A cell is a DAG with inputs c_{k-2}, c_{k-1} and `steps` intermediate nodes x_j = sum_{i<j} o_ij(x_i)

@@ -1,4 +1,4 @@
-"""DARTS bilevel optimisation (book ch. 3 §3.2.3, Eqs. 3.3-3.8; SPEC §2), after quark0/darts `cnn/architect.py`
+"""DARTS bilevel optimisation (book ch. 3 §3.2.3, Eqs. 3.3-3.8), after quark0/darts `cnn/architect.py`
 and `train_search.py`.
 
 One search step, as the reference's training loop:
