@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import coarse_to_fine as c2f_config
@@ -30,10 +29,7 @@ class Killed(Exception):
 
 
 def final_params(unit_dir):
-  manager = ocp.CheckpointManager(os.path.join(unit_dir, "checkpoints"))
-  tree = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
-  manager.close()
-  return tree["state"]["params"]
+  return checkpoint.Checkpointer(os.path.join(unit_dir, "checkpoints")).restore(None)["state"]["params"]
 
 
 def test_resume_in_the_middle_of_psf_matches_an_uninterrupted_run(tmp_path, monkeypatch):

@@ -56,12 +56,15 @@ def test_train_smoke_with_published_genotype(tmp_path):
     (TRAIN, "--config.genotype=DARTS_V9", "unknown genotype 'DARTS_V9'"),
     (TRAIN, "--config.genotype=/nonexistent/genotype.json", "does not exist"),
     (SEARCH, "--config.order=3", "unknown DARTS order 3"),
+    (SEARCH, "--config.num_train_steps=-5", "num_train_steps must be >= 0"),
+    (TRAIN, "--config.num_train_steps=-5", "num_train_steps must be >= 0"),
     (SEARCH, "--config.hessian=newton", "unknown DARTS hessian 'newton'"),
     (("experiments.darts_search", "--config=configs/darts_search.py:huge"), "", "unknown preset 'huge'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, launcher, flag, message):
   args = [*launcher, f"--workdir={tmp_path / 'w'}"] + ([flag] if flag else [])
   assert message in one_error_line(run_launcher(*args))
+  assert not (tmp_path / "w" / "genotype.json").exists() and not (tmp_path / "w" / "config.json").exists()
 
 
 def test_invalid_genotype_file_is_refused(tmp_path):

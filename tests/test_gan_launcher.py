@@ -3,8 +3,8 @@ lost checkpoint, the docs table, the workdir guard, and bad input (one line, exi
 
 import json
 import os
-import shutil
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -58,13 +58,20 @@ def test_smoke_preset_runs_end_to_end(tmp_path, gan):
 
 
 def check_resume_repeats_the_run(workdir, results, args):
-  """A kill after the step-2 checkpoint leaves this directory behind (orbax checkpoints are
-  atomic); rerunning the command resumes there and ends exactly where the full run ended."""
+  """A run killed after its step-4 checkpoint was truncated on disk: rerunning the command says so in
+  one line, falls back to the step-2 checkpoint, and ends exactly where the full run ended."""
   grid = np.asarray(Image.open(os.path.join(workdir, "samples.png")))
-  shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
+  step4 = os.path.join(workdir, "checkpoints", "4")
+  files = [os.path.join(r, f) for r, _, fs in os.walk(step4) for f in fs if not f.startswith("dlbook_")]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 2)
   os.remove(os.path.join(workdir, "results.json"))
   proc = run_launcher(*args)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  notices = [l for l in proc.stderr.splitlines() if "falling back to step 2" in l]
+  assert len(notices) == 1 and "checkpoints/4 is corrupt" in notices[0]
+  assert os.listdir(os.path.join(workdir, "corrupt_checkpoints"))  # kept, not deleted
   assert "resumed from checkpoint step 2" in proc.stderr
   resumed = check_run_dir(workdir, results["config"]["gan"])
   assert resumed["resumed_from_step"] == 2
@@ -88,6 +95,20 @@ def check_docs_table_and_workdir_guard(tmp_path, workdir, results):
   config.loss = "minimax"
   with pytest.raises(DlbookError, match="different config"):
     train.train_and_evaluate(config, workdir)
+
+
+def test_divergence_stops_and_keeps_only_good_checkpoints(tmp_path):
+  config = gan_config.get_config("dcgan,smoke")
+  config.g_optimizer.learning_rate = config.d_optimizer.learning_rate = 1e38
+  config.num_train_steps = 8
+  with pytest.raises(DlbookError, match="non-finite.*stopped"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "results.json").exists()
+  from dlbook.training.checkpoint import Checkpointer
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"))
+  for step in ckpt.all_steps():
+    leaves = [np.asarray(x) for x in jax.tree.leaves(ckpt.restore(None, step)["state"])]
+    assert all(np.isfinite(x).all() and np.abs(x).max() < 1e30 for x in leaves if x.dtype.kind == "f")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -139,7 +139,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, da
     raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
     open(path, "wb").write(bytes(raw))
   else:
-    os.remove(step9 / checkpoint.DIGEST_FILE)
+    os.remove(step9 / checkpoint.DIGEST_FILE)  # cannot happen by a kill (the digest is written before the rename)
   with caplog.at_level("WARNING"):
     resumed = train(tmp_path / "run", total=12)
   assert resumed.start_step == 6

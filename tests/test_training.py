@@ -12,13 +12,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import classify
-from dlbook.errors import DlbookError
 from dlbook import tables
-from dlbook.training import loop, make_optimizer, make_schedule, reporting
+from dlbook.errors import DlbookError
+from dlbook.training import checkpoint, loop, make_optimizer, make_schedule, reporting
 from tests.conftest import ROOT, run_launcher
 
 
@@ -90,9 +89,9 @@ def test_workdir_with_other_config_is_refused(tmp_path):
 
 def restore_raw(workdir, step=None):
   """(step, the train state's checkpoint tree) of the latest (or given) checkpoint in `workdir`."""
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
-    step = mngr.latest_step() if step is None else step
-    return step, jax.tree.map(np.asarray, mngr.restore(step, args=ocp.args.StandardRestore()))["state"]
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  step = ckpt.latest_step() if step is None else step
+  return step, jax.tree.map(np.asarray, ckpt.restore(None, step))["state"]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -219,6 +218,8 @@ def test_split_cpu_after_jax_started_warns_and_changes_nothing(caplog):
     (["--config.batch_size=100000"], "larger than the"),
     (["--config.data.name=npz:/no/such/file.npz"], "missing data file /no/such/file.npz"),
     (["--config.model.activation=relu7"], "unknown activation 'relu7'"),
+    (["--config.num_train_steps=-5"], "num_train_steps must be >= 0"),
+    (["--config.data.limit_train=3"], "keeps no training example"),
 ])
 def test_bad_input_gives_one_error_line(tmp_path, args, message):
   proc = run_launcher("experiments.train", "--config=configs/classify.py:smoke", f"--workdir={tmp_path}", *args)
@@ -226,6 +227,34 @@ def test_bad_input_gives_one_error_line(tmp_path, args, message):
   assert "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and message in last, last
+  assert not (tmp_path / "config.json").exists()  # nothing recorded: the corrected command may use this workdir
+
+
+def test_workdir_that_is_a_file_is_named(tmp_path):
+  (tmp_path / "f").write_text("not a directory")
+  proc = run_launcher("experiments.train", "--config=configs/classify.py:smoke", f"--workdir={tmp_path / 'f'}")
+  assert proc.returncode == 2 and "is a file, not a directory" in proc.stderr.strip().splitlines()[-1]
+  assert (tmp_path / "f").read_text() == "not a directory"
+
+
+def test_corrupt_latest_checkpoint_falls_back_with_one_notice(tmp_path):
+  config = classify.get_config("smoke")
+  config.num_train_steps, config.checkpoint_every_steps = 6, 2
+  loop.train_and_evaluate(config, str(tmp_path / "clean"))
+  run = tmp_path / "run"
+  loop.train_and_evaluate(config, str(run))
+  os.remove(run / "results.json")  # as if killed after its last checkpoint
+  step6 = run / "checkpoints" / "6"
+  files = [os.path.join(r, f) for r, _, fs in os.walk(step6) for f in fs if not f.startswith("dlbook_")]
+  with open(max(files, key=os.path.getsize), "r+b") as f:
+    f.seek(100)
+    f.write(b"\0" * 64)  # 64 bytes overwritten: the digest no longer matches
+  again = loop.train_and_evaluate(config, str(run))
+  assert again["resumed_from_step"] == 4
+  _, a = restore_raw(str(tmp_path / "clean"), 6)
+  _, b = restore_raw(str(run), 6)
+  for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])):
+    np.testing.assert_array_equal(x, y)
 
 
 def test_unknown_preset_and_corrupt_image(tmp_path):

@@ -1,11 +1,12 @@
-"""Orbax checkpoints that survive a kill and detect corruption, and the workdir record of a run.
+"""Checkpoints that survive a kill and detect corruption, and the workdir record of a run.
 
-Orbax writes each step into a temporary directory and renames it when complete, so a run killed
-mid-save leaves the previous checkpoint as the latest one. After the rename, `Checkpointer.save`
-stores a SHA-256 digest of every file of the step (`dlbook_sha256.json`); a restore recomputes it,
-so a truncated or bit-flipped checkpoint is detected instead of loaded. `restore_latest` falls back
-from an unreadable checkpoint to the previous one, moves the bad one to `corrupt_checkpoints/`
-(never deletes it) and says so in one line.
+`Checkpointer.save(step, tree)` writes the tree with orbax into a hidden temporary directory,
+adds a SHA-256 digest of every file (`dlbook_sha256.json`), and only then renames the directory to
+`checkpoints/<step>`: a run killed at any moment leaves either no checkpoint of that step or a
+complete one with its digest. A restore recomputes the digest, so a truncated or bit-flipped
+checkpoint is detected instead of loaded. `restore_latest` falls back from an unreadable checkpoint
+to the previous one, moves the bad one to `corrupt_checkpoints/` (never deletes it) and says so in
+one line. The newest `max_to_keep` checkpoints are kept.
 
 `Workdir` keeps a workdir to one config: it checks the directory and the recorded config before
 anything runs, writes `config.json` only when a run really starts, and knows whether the run has
@@ -26,6 +27,7 @@ from dlbook.errors import DlbookError, require
 from dlbook.training.reporting import write_json_atomic
 
 DIGEST_FILE = "dlbook_sha256.json"
+TREE_DIR = "state"
 CORRUPT_DIR = "corrupt_checkpoints"
 DIVERGED_DIR = "diverged_checkpoints"
 
@@ -52,34 +54,43 @@ class CorruptCheckpoint(DlbookError):
 
 
 class Checkpointer:
-  """Saves and restores one pytree per step under `directory`, with a digest per step."""
+  """Saves and restores one pytree per step under `directory`, each with its digest."""
 
   def __init__(self, directory: str, max_to_keep: int = 3):
     self.directory = os.path.abspath(directory)
     self.max_to_keep = max_to_keep
-    self.manager = self._open()
-
-  def _open(self):
-    options = ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
-                                           enable_async_checkpointing=False)
-    return ocp.CheckpointManager(self.directory, options=options)
+    os.makedirs(self.directory, exist_ok=True)
+    self._orbax = ocp.Checkpointer(ocp.StandardCheckpointHandler())
 
   def all_steps(self) -> Sequence[int]:
-    return sorted(self.manager.all_steps())
+    return sorted(int(d) for d in os.listdir(self.directory)
+                  if d.isdigit() and os.path.isdir(os.path.join(self.directory, d)))
 
   def latest_step(self) -> Optional[int]:
-    return self.manager.latest_step()
+    steps = self.all_steps()
+    return steps[-1] if steps else None
 
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
   def save(self, step: int, tree: Any) -> None:
-    if step in self.manager.all_steps():
+    if step in self.all_steps():
       return
-    self.manager.save(step, args=ocp.args.StandardSave(tree))
-    self.manager.wait_until_finished()
-    path = self.step_dir(step)
-    write_json_atomic(os.path.join(path, DIGEST_FILE), {"sha256": digest_directory(path)})
+    tmp = os.path.join(self.directory, f".tmp-{step}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+      self._orbax.save(os.path.join(tmp, TREE_DIR), args=ocp.args.StandardSave(tree))
+      write_json_atomic(os.path.join(tmp, DIGEST_FILE), {"sha256": digest_directory(tmp)})
+      os.rename(tmp, self.step_dir(step))  # the checkpoint appears complete, or not at all
+    except BaseException:
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+    for old in self.all_steps()[:-self.max_to_keep]:
+      shutil.rmtree(self.step_dir(old), ignore_errors=True)
+    for name in os.listdir(self.directory):  # temporaries of killed saves
+      if name.startswith(".tmp-") and not name.endswith(f"-{os.getpid()}"):
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def verify(self, step: int) -> None:
     """Raises `CorruptCheckpoint` unless the files of `step` match their recorded digest."""
@@ -88,19 +99,21 @@ class Checkpointer:
       with open(os.path.join(path, DIGEST_FILE)) as f:
         recorded = json.load(f)["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-      raise CorruptCheckpoint(f"checkpoint {path} has no readable digest (killed while saving?)") from None
+      raise CorruptCheckpoint(f"checkpoint {path} is corrupt: its digest file is missing or unreadable") from None
     if digest_directory(path) != recorded:
       raise CorruptCheckpoint(f"checkpoint {path} is corrupt: its files do not match their digest")
 
   def restore(self, target: Any, step: Optional[int] = None) -> Any:
-    """Restores step `step` (default: the latest) into the structure of `target`, after checking
-    its digest. A corrupt checkpoint is a `CorruptCheckpoint`; one that does not fit `target` (a
-    different model) a `DlbookError`."""
+    """Restores step `step` (default: the latest) into the structure of `target` (None: as saved),
+    after checking its digest. A corrupt checkpoint is a `CorruptCheckpoint`; one that does not fit
+    `target` (another model) a `DlbookError`."""
     step = self.latest_step() if step is None else step
     require(step is not None, f"no checkpoint in {self.directory}")
     self.verify(step)
+    path = os.path.join(self.step_dir(step), TREE_DIR)
+    args = ocp.args.StandardRestore(target) if target is not None else None
     try:
-      return self.manager.restore(step, args=ocp.args.StandardRestore(target))
+      return self._orbax.restore(path, args=args) if args is not None else self._orbax.restore(path)
     except (ValueError, KeyError, TypeError) as e:
       raise DlbookError(f"checkpoint {self.step_dir(step)} does not match this model "
                         f"({str(e).splitlines()[0][:200]})") from None
@@ -132,12 +145,10 @@ class Checkpointer:
     os.makedirs(root, exist_ok=True)
     dest = os.path.join(root, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
     shutil.move(self.step_dir(step), dest)
-    self.manager.close()
-    self.manager = self._open()  # it caches the steps it has seen
     return dest
 
   def close(self):
-    self.manager.close()
+    self._orbax.close()
 
 
 class Workdir:
