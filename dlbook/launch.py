@@ -77,8 +77,9 @@ def describe_os_error(e: OSError) -> str:
           errno.EPERM: "operation not permitted", errno.ENOTDIR: "not a directory (a file is in the way)",
           errno.EISDIR: "is a directory, expected a file", errno.EROFS: "read-only file system",
           errno.ENOSPC: "no space left on the device", errno.EEXIST: "already exists"}.get(e.errno)
-  if what is None:
-    what = e.strerror or type(e).__name__
+  if what is None and e.strerror is None:
+    return one_line(e)
+  what = what or e.strerror
   return f"{what}: {e.filename}" if e.filename else what
 
 

@@ -232,8 +232,9 @@ def test_training_smoke_preset_exports_a_model_and_resumes_exactly(tmp_path):
   loaded = hider.load_model(os.path.join(workdir, "model"))
   assert loaded.bpp == 1 and loaded.rs_parity == m["rs_parity"]
 
-  # Simulate a kill after step 10: drop the final checkpoint and rerun the same command.
+  # Simulate a kill after step 10: drop the final checkpoint and the results, and rerun the same command.
   shutil.rmtree(os.path.join(workdir, "checkpoints", "20"))
+  os.remove(os.path.join(workdir, "results.json"))
   again = hider_train.train_and_evaluate(config, workdir)
   assert again["resumed_from_step"] == 10
   second = np.load(os.path.join(workdir, "model", "params.npz"))

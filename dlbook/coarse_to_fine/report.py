@@ -171,7 +171,8 @@ def write_report(config, workdir: str, docs_dir: Optional[str] = None, wall_time
   if os.path.exists(path):
     with open(path) as f:
       recorded = json.load(f)
-    if recorded.get("metrics", {}).get("complete") and len(recorded.get("runs", [])) == len(runs):
+    m = recorded.get("metrics", {})
+    if m.get("complete") and m.get("runs_expected") == expected and len(recorded.get("runs", [])) == len(runs):
       return recorded  # a finished grid's record stays as it was
   rows = summarize(runs)["rows"]
   metrics = {"complete": len(runs) == expected, "runs_finished": len(runs), "runs_expected": expected,
