@@ -69,6 +69,9 @@ def load(data_config, seed: int = 0) -> Dataset:
   if c.get("image_size"):
     options["image_size"] = c.image_size
   raw: RawData = load_raw(c.name, data_dir=c.get("data_dir"), **options)
+  require(raw.x_train.ndim == 4,
+          f"dataset {c.name!r} gives [N, features] vectors, not images: read it with "
+          f"dlbook.data.load_raw and map it with dlbook.data.transforms.fit_expression_image")
   num_classes = int(max(raw.y_train.max(), raw.y_test.max())) + 1
 
   x_train = raw.x_train.astype(np.float32) / raw.max_value
