@@ -230,18 +230,25 @@ def _unknown_annotation(names) -> Dict[str, object]:
           "start": np.full(len(names), np.nan)}
 
 
+def _bioconductor_set(filename, package, debian_package, data_dir, object_name, columns):
+  """(path, ExpressionSet parts) of `object_name` in a Bioconductor data file, with `columns` in its phenoData."""
+  path = r_data_file(filename, package, debian_package, data_dir)
+  objects = r_objects.read_r_objects(path)
+  require(object_name in objects, f"{path} has no {object_name!r} object (has {sorted(objects)})")
+  es = r_objects.expression_set(objects[object_name])
+  missing = [c for c in columns if c not in es["pheno"]]
+  require(not missing, f"{path}: phenoData lacks the columns {missing}")
+  return path, es
+
+
 CHIARETTI_LABELS = ("lineage", "mol_biol", "stage")
 
 
 @SOURCES.register("chiaretti_all")
 def chiaretti_all(data_dir=None, label="lineage", test_fraction=0.2, min_class_size=0, **_) -> RawData:
   require(label in CHIARETTI_LABELS, f"unknown chiaretti_all label {label!r}; valid: {', '.join(CHIARETTI_LABELS)}")
-  path = r_data_file("ALL.rda", "ALL", "r-bioc-all", data_dir)
-  objects = r_objects.read_r_objects(path)
-  require("ALL" in objects, f"{path} has no 'ALL' object (has {sorted(objects)})")
-  es = r_objects.expression_set(objects["ALL"])
+  path, es = _bioconductor_set("ALL.rda", "ALL", "r-bioc-all", data_dir, "ALL", ("BT", "mol.biol"))
   pheno = es["pheno"]
-  require("BT" in pheno and "mol.biol" in pheno, f"{path}: phenoData lacks the BT / mol.biol columns")
   stage = pheno["BT"]
   labels = {"lineage": [s[0] for s in stage], "stage": stage, "mol_biol": pheno["mol.biol"]}[label]
   samples = es["samples"]
@@ -270,12 +277,9 @@ def golub_leukaemia(data_dir=None, test_fraction=0.2, min_class_size=0, **_) -> 
 
 @SOURCES.register("bladderbatch")
 def bladderbatch(data_dir=None, test_fraction=0.2, min_class_size=0, **_) -> RawData:
-  path = r_data_file("bladderdata.rda", "bladderbatch", "r-bioc-bladderbatch", data_dir)
-  objects = r_objects.read_r_objects(path)
-  require("bladderEset" in objects, f"{path} has no 'bladderEset' object (has {sorted(objects)})")
-  es = r_objects.expression_set(objects["bladderEset"])
+  path, es = _bioconductor_set("bladderdata.rda", "bladderbatch", "r-bioc-bladderbatch", data_dir, "bladderEset",
+                               ("cancer", "batch"))
   pheno = es["pheno"]
-  require("cancer" in pheno and "batch" in pheno, f"{path}: phenoData lacks the cancer / batch columns")
   info = {"source": path, "dataset": "bladder cancer arrays (Bioconductor bladderbatch, hgu133a, RMA)",
           "expression_scale": "log2", "gene_order": "probe-set order of the array (no offline chromosome map)",
           "batch": {s: int(b) for s, b in zip(es["samples"], pheno["batch"])}}
