@@ -123,7 +123,8 @@ def _parse(path: str, mtime: float, size: int):
       warnings.simplefilter("ignore")
       parsed = rdata.parser.parse_file(path)
   except Exception as e:  # rdata raises plain exceptions for corrupt or foreign files
-    raise DlbookError(f"cannot read R data file {path}: {type(e).__name__}: {str(e)[:200]}") from None
+    message = " ".join(str(e).split())[:200]  # one line
+    raise DlbookError(f"cannot read R data file {path}: {type(e).__name__}: {message}") from None
   return pairlist(parsed.object)
 
 

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dlbook.data.transforms import denoise
-from dlbook.errors import require
+from dlbook.errors import DlbookError, require
 
 # (file name, frame) of uncompressed, distinct MR and CT slices; pydicom ships the first two,
 # pydicom-data the rest (absent files are skipped and the list actually used is reported).
@@ -48,8 +48,11 @@ def dicom_slices(entries: Sequence[Tuple[str, int]] = DEFAULT_SLICES) -> List[Sl
     path = get_testdata_file(name)
     if path is None:
       continue
-    ds = pydicom.dcmread(path)
-    pixels = np.asarray(ds.pixel_array, np.float64)
+    try:
+      ds = pydicom.dcmread(path)
+      pixels = np.asarray(ds.pixel_array, np.float64)
+    except Exception as e:  # pydicom raises many types for bad or undecodable files
+      raise DlbookError(f"cannot decode DICOM file {path}: {' '.join(str(e).split())[:200]}") from None
     if pixels.ndim == 3:
       pixels = pixels[frame]
     require(pixels.ndim == 2, f"{name}: expected a grey-level slice, got pixel shape {pixels.shape}")
