@@ -21,7 +21,7 @@ def _barcode(tss, participant, code, vial="A"):
   return f"TCGA-{tss}-{participant:04d}-{code:02d}{vial}-11R-A29S-07"
 
 
-def write_tcga(root, *, bad_row=None, bad_column=None, with_annotation=True):
+def write_tcga(root, *, bad_row=None, bad_column=None, bad_value=False, with_annotation=True):
   """Six patients per type over 3 types; one patient with a second tumour sample, normals, an unlabelled one."""
   rng = np.random.default_rng(0)
   columns, types = [], []
@@ -37,7 +37,10 @@ def write_tcga(root, *, bad_row=None, bad_column=None, with_annotation=True):
   with open(os.path.join(root, "EBPlusPlusAdjustPANCAN_IlluminaHiSeq_RNASeqV2.geneExp.tsv"), "w") as f:
     f.write("gene_id\t" + "\t".join(cols) + "\n")
     for g, row in zip(rows, values):
-      f.write(g + "\t" + "\t".join("NA" if np.isnan(v) else f"{v:.4f}" for v in row) + "\n")
+      cells = ["NA" if np.isnan(v) else f"{v:.4f}" for v in row]
+      if bad_value and g == "MYC|4609":
+        cells[2] = "high"
+      f.write(g + "\t" + "\t".join(cells) + "\n")
   with open(os.path.join(root, "sample_types.tsv"), "w") as f:
     f.write("bcr_patient_barcode\ttype\n" + "".join(f"{b}\t{k}\n" for b, k in types))
   if with_annotation:
@@ -79,12 +82,15 @@ def test_tcga_without_annotation_keeps_row_order(tmp_path):
 
 
 @pytest.mark.parametrize("kind,match", [("row", "is not SYMBOL|ENTREZ"), ("column", "is not a TCGA sample barcode"),
+                                        ("value", "cannot read tab-separated file .*high"),
                                         ("missing", "exactly one")])
 def test_tcga_rejects_malformed_layouts(tmp_path, kind, match):
   if kind == "row":
     write_tcga(tmp_path, bad_row="SRY")
   elif kind == "column":
     write_tcga(tmp_path, bad_column="patient_17")
+  elif kind == "value":
+    write_tcga(tmp_path, bad_value=True)
   with pytest.raises(DlbookError, match=match) as e:
     load_raw(f"tcga_pancancer:{tmp_path}")
   assert "\n" not in str(e.value)

@@ -67,6 +67,7 @@ def expression_raw(x: np.ndarray, labels: Sequence[str], samples: Sequence[str],
   """[samples, genes] values and string labels → `RawData` with a stratified held-out test split."""
   require(0.0 < test_fraction < 1.0, f"test_fraction must be in (0, 1), got {test_fraction}")
   labels = np.asarray(labels, dtype=object)
+  require(all(v is not None for v in labels), f"{info.get('source')}: some samples have no label")
   names, counts = np.unique(labels.astype(str), return_counts=True)
   dropped = {str(n): int(c) for n, c in zip(names, counts) if c < min_class_size}
   keep = ~np.isin(labels.astype(str), list(dropped))
@@ -165,19 +166,18 @@ def tcga_pancancer(path, data_dir=None, expression_file=None, types_file="sample
                    annotation_file="gene_annotation.tsv", test_fraction=0.2, min_class_size=0, **_) -> RawData:
   require(os.path.isdir(path), f"TCGA Pan-Cancer folder {path} does not exist")
   expr_path = _find_expression_file(path, expression_file)
-  frame = _read_table(expr_path, index_col=0, na_values=["NA", "NaN", ""])
+  with open(expr_path) as f:
+    barcodes = f.readline().rstrip("\r\n").split("\t")[1:]
+  bad = [b for b in barcodes if not TCGA_SAMPLE.match(b)]
+  if bad:
+    raise DlbookError(f"{expr_path}: column {bad[0]!r} is not a TCGA sample barcode (TCGA-XX-XXXX-01...)")
+  require(len(set(barcodes)) == len(barcodes), f"{expr_path}: a sample barcode appears twice in the header")
+  # float32 halves the memory of the full matrix (20,531 genes x 11,069 samples: 0.9 GB)
+  frame = _read_table(expr_path, index_col=0, na_values=["NA", "NaN", ""], dtype={b: np.float32 for b in barcodes})
   gene_ids = [str(g) for g in frame.index]
   bad = [g for g in gene_ids if not GENE_ID.match(g)]
   if bad:
     raise DlbookError(f"{expr_path}: row id {bad[0]!r} is not SYMBOL|ENTREZ (e.g. 'TP53|7157')")
-  barcodes = [str(c) for c in frame.columns]
-  bad = [b for b in barcodes if not TCGA_SAMPLE.match(b)]
-  if bad:
-    raise DlbookError(f"{expr_path}: column {bad[0]!r} is not a TCGA sample barcode (TCGA-XX-XXXX-01...)")
-  require(len(set(barcodes)) == len(barcodes), f"{expr_path}: a sample barcode appears twice")
-  non_numeric = [c for c, t in frame.dtypes.items() if t.kind not in "fiu"]
-  if non_numeric:
-    raise DlbookError(f"{expr_path}: column {non_numeric[0]!r} has non-numeric values")
 
   types = _tcga_types(types_file if os.path.isabs(types_file) else os.path.join(path, types_file))
   tumour = [b for b in barcodes if 1 <= _sample_type_code(b) <= 9]
@@ -187,7 +187,7 @@ def tcga_pancancer(path, data_dir=None, expression_file=None, types_file="sample
     chosen.setdefault(b[:12], b)
   require(bool(chosen), f"{expr_path}: no tumour sample has a cancer type in {types_file}")
   keep = sorted(chosen.values())
-  values = frame[keep].to_numpy(np.float64).T  # [samples, genes]
+  values = frame[keep].to_numpy(np.float32).T  # [samples, genes]
   finite = np.isfinite(values).all(axis=0)
   annotation_path = annotation_file if os.path.isabs(annotation_file) else os.path.join(path, annotation_file)
   if os.path.isfile(annotation_path):
