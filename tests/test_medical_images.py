@@ -185,3 +185,15 @@ def test_cnmc_rejects_malformed_layouts(tmp_path):
     load_raw(f"cnmc:{tmp_path}", image_size=8)
   with pytest.raises(DlbookError, match="no training_data/fold_0"):
     load_raw(f"cnmc:{tmp_path / 'validation_data'}", image_size=8)
+
+
+def test_load_gives_a_patient_grouped_validation_split(tmp_path):
+  from ml_collections import ConfigDict
+
+  from dlbook.data import load
+  make_figshare(tmp_path)
+  ds = load(ConfigDict({"name": f"figshare_brain:{tmp_path}", "image_size": 8, "val_fraction": 0.25}))
+  assert len(ds.val) > 0 and ds.train.groups is not None and ds.test.groups is not None
+  assert not set(ds.train.groups) & set(ds.val.groups)
+  assert not (set(ds.train.groups) | set(ds.val.groups)) & set(ds.test.groups)
+  assert len(ds.train) + len(ds.val) == 16 and ds.train.images.shape[1:] == (8, 8, 1)
