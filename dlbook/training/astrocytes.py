@@ -23,7 +23,6 @@ nearly every filter crosses ±AS within NG steps and kernels grow or shrink geom
 statistics of `modulate` (fraction of filters scaled) and `kernel_norms` show how much.
 """
 
-import contextlib
 import dataclasses
 from typing import Any, Dict
 
