@@ -6,6 +6,7 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from dlbook.data.sources import RawData, load_raw, stratified_split
+from dlbook.data.splits import grouped_stratified_folds
 from dlbook.errors import require
 
 NORMALIZATIONS = ("standardize", "unit", "symmetric")
@@ -15,6 +16,7 @@ NORMALIZATIONS = ("standardize", "unit", "symmetric")
 class Split:
   images: np.ndarray  # float32 [N, H, W, C]
   labels: np.ndarray  # int32 [N]
+  groups: Optional[np.ndarray] = None  # patient / subject of each image (medical sources)
 
   def __len__(self):
     return len(self.labels)
@@ -55,7 +57,9 @@ def load(data_config, seed: int = 0) -> Dataset:
   from the full training set with its own seed, so every training fraction is
   evaluated on the same validation images; then `train_fraction` of the rest is kept
   (stratified). Images are scaled to [0, 1] by the source's range, optionally resized
-  and converted to `channels`, then normalised with training-set statistics.
+  and converted to `channels`, then normalised with training-set statistics. Sources that
+  name each image's patient (`RawData.groups_train`) get a patient-grouped validation split
+  (one of round(1 / val_fraction) grouped stratified folds), and every split keeps its groups.
   """
   c = data_config
   fraction = float(c.get("train_fraction", 1.0))
@@ -69,32 +73,40 @@ def load(data_config, seed: int = 0) -> Dataset:
   if c.get("image_size"):
     options["image_size"] = c.image_size
   raw: RawData = load_raw(c.name, data_dir=c.get("data_dir"), **options)
+  require(raw.x_train.ndim == 4,
+          f"dataset {c.name!r} gives [N, features] vectors, not images: read it with "
+          f"dlbook.data.load_raw and map it with dlbook.data.transforms.fit_expression_image")
   num_classes = int(max(raw.y_train.max(), raw.y_test.max())) + 1
 
   x_train = raw.x_train.astype(np.float32) / raw.max_value
   x_test = raw.x_test.astype(np.float32) / raw.max_value
   y_train, y_test = raw.y_train.astype(np.int32), raw.y_test.astype(np.int32)
+  g_train, g_test = raw.groups_train, raw.groups_test
+  take = lambda g, idx: None if g is None else g[idx]
   if c.get("limit_train"):
     require(int(c.limit_train) > 0, f"data.limit_train must be >= 0, got {c.limit_train}")
     keep, _ = stratified_split(y_train, min(1.0, c.limit_train / len(y_train)), seed=1)
     require(len(keep) > 0, f"data.limit_train={c.limit_train} keeps no training example of the "
             f"{len(np.unique(y_train))} classes (each keeps round(limit / size) of its examples); raise it")
-    x_train, y_train = x_train[keep], y_train[keep]
+    x_train, y_train, g_train = x_train[keep], y_train[keep], take(g_train, keep)
   if c.get("limit_test"):
     require(int(c.limit_test) > 0, f"data.limit_test must be >= 0, got {c.limit_test}")
-    x_test, y_test = x_test[:c.limit_test], y_test[:c.limit_test]
+    x_test, y_test, g_test = x_test[:c.limit_test], y_test[:c.limit_test], take(g_test, slice(c.limit_test))
 
   val = None
   val_seed = int(c.get("split_seed", 0))
   if val_fraction > 0:
-    val_idx, train_idx = stratified_split(y_train, val_fraction, seed=val_seed)
+    if g_train is not None:  # never one patient on both sides
+      train_idx, val_idx = grouped_stratified_folds(y_train, g_train, max(2, round(1 / val_fraction)), val_seed)[0]
+    else:
+      val_idx, train_idx = stratified_split(y_train, val_fraction, seed=val_seed)
     require(len(val_idx) > 0, f"data.val_fraction={val_fraction} of {len(y_train)} training examples leaves an "
             f"empty validation split (each class keeps round(fraction x its size)); raise it or set it to 0")
-    val = (x_train[val_idx], y_train[val_idx])
-    x_train, y_train = x_train[train_idx], y_train[train_idx]
+    val = (x_train[val_idx], y_train[val_idx], take(g_train, val_idx))
+    x_train, y_train, g_train = x_train[train_idx], y_train[train_idx], take(g_train, train_idx)
   if fraction < 1.0:
     keep, _ = stratified_split(y_train, fraction, seed=val_seed + 1000 + seed)
-    x_train, y_train = x_train[keep], y_train[keep]
+    x_train, y_train, g_train = x_train[keep], y_train[keep], take(g_train, keep)
   require(len(y_train) > 0, f"dataset {c.name!r}: no training example is left after the validation split, "
           f"train_fraction and limit_train")
 
@@ -111,7 +123,7 @@ def load(data_config, seed: int = 0) -> Dataset:
 
   x_train, x_test = prepare(x_train), prepare(x_test)
   if val is not None:
-    val = (prepare(val[0]), val[1])
+    val = (prepare(val[0]),) + val[1:]
   if normalization == "standardize":
     mean = x_train.mean(axis=(0, 1, 2))
     std = x_train.std(axis=(0, 1, 2)) + 1e-6
@@ -123,9 +135,9 @@ def load(data_config, seed: int = 0) -> Dataset:
   info = dict(raw.info, name=c.name, train_size=len(y_train), val_size=0 if val is None else len(val[1]),
               test_size=len(y_test), train_fraction=fraction, normalization=normalization,
               mean=[float(m) for m in mean], std=[float(s) for s in std])
-  return Dataset(c.name, Split(norm(x_train), y_train),
-                 None if val is None else Split(norm(val[0]), val[1]),
-                 Split(norm(x_test), y_test), num_classes, raw.class_names, info)
+  return Dataset(c.name, Split(norm(x_train), y_train, g_train),
+                 None if val is None else Split(norm(val[0]), val[1], val[2]),
+                 Split(norm(x_test), y_test, g_test), num_classes, raw.class_names, info)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -1,7 +1,11 @@
 """Raw data sources, reached by name through one registry.
 
 Each source returns a `RawData`: integer-or-float NHWC images with their value
-range, int labels, and a test split. Names:
+range, int labels, and a test split. Medical sources also give each sample's patient or
+subject (`groups_*`, so splits can keep a patient on one side), its published fold
+(`folds_train`) and its file name or barcode (`samples_*`); expression sources give
+[N, genes] feature vectors with a per-gene annotation (`features`) instead of images.
+Names:
 
 - ``digits``: scikit-learn's embedded 8x8 handwritten digits (always available).
   It has no official test split; a fixed stratified 20% (seed 0, independent of
@@ -12,6 +16,9 @@ range, int labels, and a test split. Names:
   unless ``tfds_download=True``).
 - ``image_folder:PATH``: one sub-folder per class of PNG/JPEG/BMP files.
 - ``npz:PATH``: arrays ``x_train, y_train, x_test, y_test`` (the Keras layout).
+- Medical sources (``tcga_pancancer:PATH``, ``chiaretti_all``, ``golub_leukaemia``,
+  ``bladderbatch``, ``figshare_brain:PATH``, ``cnmc:PATH``) are in `dlbook.data.expression`
+  and `dlbook.data.medical_images`.
 """
 
 import dataclasses
@@ -33,7 +40,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 @dataclasses.dataclass
 class RawData:
-  """Images as NHWC arrays (any dtype) whose values lie in [0, max_value]."""
+  """Images as NHWC arrays (any dtype) whose values lie in [0, max_value], or [N, F] feature
+  vectors (expression sources: unscaled values, max_value 1.0, `features` annotates the F columns)."""
   x_train: np.ndarray
   y_train: np.ndarray
   x_test: np.ndarray
@@ -41,6 +49,12 @@ class RawData:
   max_value: float
   class_names: Tuple[str, ...]
   info: dict
+  groups_train: Optional[np.ndarray] = None  # patient / subject of each training sample
+  groups_test: Optional[np.ndarray] = None
+  folds_train: Optional[np.ndarray] = None  # published fold of each training sample
+  samples_train: Optional[np.ndarray] = None  # file name or barcode of each sample
+  samples_test: Optional[np.ndarray] = None
+  features: Optional[dict] = None  # per-feature arrays, e.g. {"names", "chromosome", "start"}
 
 
 SOURCES: Registry[RawData] = Registry("dataset")
@@ -65,7 +79,8 @@ def check_raw(raw: RawData, name: str) -> None:
   where = raw.info.get("source", name)
   for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
     require(len(x) > 0, f"dataset {name!r} ({where}): the {split} split is empty")
-    require(x.ndim == 4, f"dataset {name!r} ({where}): {split} images must be NHWC, got shape {x.shape}")
+    require(x.ndim == 4 or (x.ndim == 2 and raw.features is not None),
+            f"dataset {name!r} ({where}): {split} images must be NHWC, got shape {x.shape}")
     require(len(x) == len(y), f"dataset {name!r} ({where}): {len(x)} {split} images but {len(y)} labels")
     require(np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating),
             f"dataset {name!r} ({where}): {split} images must be real numbers, got dtype {x.dtype}")
