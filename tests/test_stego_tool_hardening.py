@@ -192,7 +192,8 @@ def test_without_the_key_a_keyed_image_reads_like_a_clean_one(model, cheap_kdf):
   messages = [rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes() for _ in crops]
   keyed = _hide_all(model, crops, messages, ["one passphrase"] * len(crops), rng)
   public = _hide_all(model, crops, messages, [None] * len(crops), rng)
-  logits = {name: _logits_all(model, images) for name, images in (("clean", crops), ("keyed", keyed), ("public", public))}
+  logits = {name: _logits_all(model, images)
+            for name, images in (("clean", crops), ("keyed", keyed), ("public", public))}
   views = {name: [_public_stream(l) for l in ls] for name, ls in logits.items()}
   copies = payload.header_copies(views["clean"][0].size)
   stats_of = {}
@@ -609,3 +610,50 @@ def test_reed_solomon_is_compiled_and_its_work_is_bounded(monkeypatch):
   with pytest.raises(payload.NoMessageFound):
     payload.unpack(crafted(payload.capacity_bytes(n, parity) + payload.CRC_BYTES, garbage))
   assert decoded == [16, 255]
+
+
+def test_no_message_costs_the_same_work_whatever_the_cause(monkeypatch, cheap_kdf):
+  """The operations `unpack` runs before it gives up (a proxy for its timing, which a loaded test
+  machine cannot measure reliably): the same for a clean image, a wrong key, a key for a message
+  without one, and a format-1 encrypted frame without the key."""
+  calls = []
+  for name in ("scrypt", "_keyed_headers", "rs_decode", "_read_body", "_open_body", "_decrypt_v1"):
+    real = getattr(payload, name)
+    monkeypatch.setattr(payload, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+  n, msg = 8192, b"secret"
+  clean = np.random.default_rng(0).normal(size=n)
+  keyed = 2.0 * payload.pack(msg, n, 32, "right key") - 1
+  plain = 2.0 * payload.pack(msg, n, 32) - 1
+
+  def work(logits, key):
+    calls.clear()
+    with pytest.raises(payload.NoMessageFound) as info:
+      payload.unpack(logits, key)
+    assert str(info.value) == payload.NO_MESSAGE
+    return list(calls)
+
+  with_key = [work(clean, "k"), work(keyed, "wrong key"), work(plain, "k")]
+  assert with_key[0] == with_key[1] == with_key[2] == ["scrypt", "_keyed_headers", "rs_decode"]
+  without_key = [work(clean, None), work(keyed, None)]
+  assert without_key[0] == without_key[1] == ["rs_decode"]
+
+
+@pytest.mark.slow
+def test_a_message_longer_than_one_command_line_argument(tmp_path, capsys, monkeypatch):
+  """200 KiB (Linux caps one argument at 128 KiB) from a file and from standard input, with and
+  without a key, in a 2048x1600 cover."""
+  cover = str(tmp_path / "cover.png")
+  Image.fromarray(skimage.data.astronaut()).resize((2048, 1600), Image.BICUBIC).save(cover)
+  rng = np.random.default_rng(0)
+  message = rng.integers(32, 127, 200 * 1024, dtype=np.uint8).tobytes()
+  (tmp_path / "msg.txt").write_bytes(message)
+  (tmp_path / "key.txt").write_text("a long message key\n")
+  out, got = str(tmp_path / "stego.png"), str(tmp_path / "got.txt")
+  assert run_cli(capsys, "hide", "--cover", cover, "--message-file", str(tmp_path / "msg.txt"), "--out", out,
+                 "--no-key")[0] == 0
+  assert run_cli(capsys, "reveal", "--image", out, "--out", got)[0] == 0 and read(got) == message
+  monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(message)))
+  assert run_cli(capsys, "hide", "--cover", cover, "--message-file", "-", "--out", out,
+                 "--key-file", str(tmp_path / "key.txt"))[0] == 0
+  assert run_cli(capsys, "reveal", "--image", out, "--key-file", str(tmp_path / "key.txt"), "--out", got)[0] == 0
+  assert read(got) == message

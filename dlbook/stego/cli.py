@@ -23,6 +23,7 @@ import argparse
 import os
 import struct
 import sys
+import textwrap
 import traceback
 import warnings
 from typing import Optional, Sequence
@@ -190,7 +191,8 @@ def read_passphrase(args, confirm: bool) -> Optional[str]:
     where = "standard input" if args.key_file == "-" else f"key file {args.key_file}"
     data = _read_bytes(args.key_file, "key file", MAX_KEY_FILE)
     line = data.split(b"\n", 1)[0]
-    require(b"\n" in data or len(data) <= MAX_KEY_FILE, f"the first line of {where} is longer than {MAX_KEY_FILE} bytes")
+    require(b"\n" in data or len(data) <= MAX_KEY_FILE,
+            f"the first line of {where} is longer than {MAX_KEY_FILE} bytes")
     line = line[:-1] if line.endswith(b"\r") else line
     require(line != b"", f"{where} starts with an empty line; put the passphrase on its first line")
     try:
@@ -289,16 +291,18 @@ def _add_key_options(p) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-  fmt = argparse.RawDescriptionHelpFormatter
+  fmt = argparse.RawDescriptionHelpFormatter  # keeps the epilogs' layout; descriptions are wrapped here
   p = Parser(prog="dlbook-stego", formatter_class=fmt, epilog=EXIT_STATUS_HELP,
-             description="Hide a message in a PNG image with a trained convolutional model, or reveal it. "
-                         "PNG only (8 bits per channel): lossy formats destroy the payload.")
+             description=textwrap.fill(
+                 "Hide a message in a PNG image with a trained convolutional model, or reveal it. PNG only "
+                 "(8 bits per channel): lossy formats destroy the payload."))
   sub = p.add_subparsers(dest="command", required=True, metavar="{hide,reveal,capacity}")
   model_help = "model directory (config.json + params.npz); default: the model shipped with dlbook"
   h = sub.add_parser("hide", help="hide a message in a PNG cover", formatter_class=fmt,
-                     description="Hide a message in a PNG cover and write the stego image (a new PNG of the same "
-                                 "size). With a key the message is encrypted and the frame cannot be found or "
-                                 "read without the key; without one anybody with the model can read it.",
+                     description=textwrap.fill(
+                         "Hide a message in a PNG cover and write the stego image (a new PNG of the same size). "
+                         "With a key the message is encrypted and the frame cannot be found or read without the "
+                         "key; without one anybody with the model can read it."),
                      epilog=KEY_HELP + "\n\n" + EXIT_STATUS_HELP)
   h.add_argument("--cover", required=True, help="cover image (8-bit PNG)")
   m = h.add_mutually_exclusive_group(required=True)
@@ -311,9 +315,10 @@ def parser() -> argparse.ArgumentParser:
   _add_key_options(h)
   h.set_defaults(run=cmd_hide)
   r = sub.add_parser("reveal", help="print the message hidden in a PNG image", formatter_class=fmt,
-                     description="Print the message hidden in a PNG image. Control characters (terminal escape "
-                                 "sequences) and bytes that are not UTF-8 are shown escaped (\\xNN, \\uNNNN); "
-                                 "--raw or --out give the exact bytes.",
+                     description=textwrap.fill(
+                         "Print the message hidden in a PNG image. Control characters (terminal escape sequences) "
+                         "and bytes that are not UTF-8 are shown escaped (\\xNN, \\uNNNN); --raw or --out give "
+                         "the exact bytes."),
                      epilog=KEY_HELP + "\n\n" + EXIT_STATUS_HELP)
   r.add_argument("--image", required=True, help="image written by `hide` (PNG)")
   o = r.add_mutually_exclusive_group()
