@@ -24,7 +24,7 @@ from PIL import Image
 from scipy import special, stats
 
 from dlbook.data import covers
-from dlbook.stego import cli, files, hider, payload
+from dlbook.stego import cli, hider, payload
 from tests.conftest import ROOT
 
 DATA = os.path.join(ROOT, "tests", "data")
