@@ -28,7 +28,7 @@ tile holds nothing.
 import functools
 import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -38,18 +38,13 @@ from flax import traverse_util
 
 from dlbook.errors import DlbookError, require
 from dlbook.registry import Registry
+from dlbook.stego import files
 from dlbook.stego import payload as payload_lib
+from dlbook.stego.images import quantize
 
 TILE = 64
 HIDERS: Registry[nn.Module] = Registry("hiding model")
 MODEL_FILES = ("config.json", "params.npz")
-
-
-def quantize(x):
-  """Clip to [-1, 1] and round to the 256 levels of an 8-bit image; the gradient passes straight through."""
-  x = jnp.clip(x, -1.0, 1.0)
-  q = jnp.round((x + 1.0) * 127.5) / 127.5 - 1.0
-  return x + jax.lax.stop_gradient(q - x)
 
 
 def _conv(features: int, name: str):
@@ -197,16 +192,13 @@ def _chunks(chunk: int, *arrays):
 
 
 def save_model(directory: str, params: dict, meta: dict) -> None:
-  """Writes ``params.npz`` and ``config.json`` (atomically, each)."""
+  """Writes ``params.npz`` and ``config.json``, each atomically (`files.atomic_write`: a fresh
+  temporary name, never a planted link, removed on failure)."""
   os.makedirs(directory, exist_ok=True)
   flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(jax.device_get(params)).items()}
-  tmp = os.path.join(directory, "params.tmp.npz")
-  np.savez(tmp, **flat)
-  os.replace(tmp, os.path.join(directory, "params.npz"))
-  tmp = os.path.join(directory, "config.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(meta, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(directory, "config.json"))
+  files.atomic_write(os.path.join(directory, "params.npz"), lambda f: np.savez(f, **flat))
+  text = json.dumps(meta, indent=2, sort_keys=True).encode()
+  files.atomic_write(os.path.join(directory, "config.json"), lambda f: f.write(text))
 
 
 def default_model_dir() -> str:
@@ -214,23 +206,40 @@ def default_model_dir() -> str:
   return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "stego", "default")
 
 
+def _meta_int(meta: dict, key: str, where: str, low: int, high: int) -> int:
+  value = meta.get(key)
+  require(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+          f"{where}: {key!r} must be an integer in [{low}, {high}], got {value!r}")
+  return value
+
+
 def load_model(directory: Optional[str] = None) -> HidingModel:
-  """Loads a model directory; a missing or inconsistent one is a `DlbookError` naming it."""
+  """Loads a model directory; a missing, corrupt or inconsistent one is a `DlbookError` naming it."""
   directory = directory or default_model_dir()
   require(os.path.isdir(directory), f"model directory {directory} does not exist")
-  missing = [f for f in MODEL_FILES if not os.path.exists(os.path.join(directory, f))]
+  missing = [f for f in MODEL_FILES if not os.path.isfile(os.path.join(directory, f))]
   require(not missing, f"model directory {directory} lacks {', '.join(missing)}; it needs {', '.join(MODEL_FILES)}")
+  config_path, params_path = (os.path.join(directory, f) for f in MODEL_FILES)
   try:
-    with open(os.path.join(directory, "config.json")) as f:
-      meta = json.load(f)
-    with np.load(os.path.join(directory, "params.npz"), allow_pickle=False) as f:
-      flat = {tuple(k.split("/")): f[k] for k in f.files}
-  except (OSError, ValueError) as e:
-    raise DlbookError(f"cannot read the model in {directory}: {e}") from None
-  needed = ("architecture", "hidden", "payload_bpp", "rs_parity", "tile")
-  absent = [k for k in needed if k not in meta]
-  require(not absent, f"{directory}/config.json lacks {', '.join(absent)}")
-  require(int(meta["tile"]) == TILE, f"{directory}: tile size {meta['tile']} is not supported (only {TILE})")
+    with open(config_path, "rb") as f:
+      meta = json.loads(f.read().decode("utf-8"))
+  except (OSError, ValueError) as e:  # ValueError: bad JSON or not UTF-8
+    raise DlbookError(f"cannot read the model's {config_path}: {e}") from None
+  require(isinstance(meta, dict), f"{config_path} must hold a JSON object, got {type(meta).__name__}")
+  require(meta.get("architecture") in HIDERS.names(),
+          f"{config_path}: unknown architecture {meta.get('architecture')!r}; known: {', '.join(HIDERS.names())}")
+  _meta_int(meta, "hidden", config_path, 1, 1024)
+  _meta_int(meta, "payload_bpp", config_path, 1, 6)
+  _meta_int(meta, "rs_parity", config_path, 2, 128)
+  require(_meta_int(meta, "tile", config_path, 1, 1 << 16) == TILE,
+          f"{config_path}: tile size {meta['tile']} is not supported (only {TILE})")
+  try:  # a truncated or altered npz fails in zipfile, zlib or numpy's header parser
+    with np.load(params_path, allow_pickle=False) as f:
+      flat = {tuple(k.split("/")): np.asarray(f[k]) for k in f.files}
+  except Exception as e:
+    raise DlbookError(f"cannot read the model's {params_path}: {type(e).__name__}: {e}") from None
+  bad = ["/".join(k) for k, v in flat.items() if v.dtype.kind != "f" or not np.all(np.isfinite(v))]
+  require(not bad, f"{params_path}: parameters {', '.join(bad[:3])} are not finite floating-point arrays")
   params = traverse_util.unflatten_dict(flat)
   model = HidingModel(meta, params, directory)
   expected = jax.eval_shape(lambda: init_params(model.module, jax.random.key(0)))
@@ -239,7 +248,7 @@ def load_model(directory: Optional[str] = None) -> HidingModel:
     same = shapes(expected) == shapes(params)
   except Exception:  # different tree structures
     same = False
-  require(same, f"parameters in {directory}/params.npz do not fit its config.json "
+  require(same, f"parameters in {params_path} do not fit its config.json "
                 f"({meta['architecture']}, hidden {meta['hidden']}, {meta['payload_bpp']} bpp)")
   return model
 
@@ -293,6 +302,6 @@ def reveal_image(model: HidingModel, image: np.ndarray, passphrase: Optional[str
   """The message in a uint8 HW3 image, or `payload.NoMessageFound`."""
   h, w = image.shape[:2]
   if min(h, w) < TILE:
-    raise payload_lib.NoMessageFound(f"no message found (the image is {w}x{h}, smaller than one {TILE}x{TILE} tile)")
+    raise payload_lib.NoMessageFound()
   logits = model.reveal_tiles(image_tiles(image))
   return payload_lib.unpack(logits.reshape(-1), passphrase)
