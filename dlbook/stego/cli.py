@@ -121,7 +121,7 @@ def read_png(path: str, role: str) -> tuple:
 def write_png(path: str, rgb: np.ndarray, alpha: Optional[np.ndarray]) -> None:
   """Writes through a fresh temporary file and an atomic rename (`files.atomic_write`)."""
   from PIL import Image
-  from dlbook.stego import files
+  from dlbook import files
   pixels = rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=-1)
   image = Image.fromarray(pixels, "RGB" if alpha is None else "RGBA")
   files.atomic_write(path, lambda f: image.save(f, format="PNG"))
@@ -240,7 +240,8 @@ def cmd_hide(args) -> int:
 
 
 def cmd_reveal(args) -> int:
-  from dlbook.stego import files, hider, payload
+  from dlbook import files
+  from dlbook.stego import hider, payload
   if args.out is not None:
     check_output_path(args.out, png=False)
     require(not same_file(args.out, args.image), "--out must differ from --image")

@@ -38,7 +38,7 @@ from flax import traverse_util
 
 from dlbook.errors import DlbookError, require
 from dlbook.registry import Registry
-from dlbook.stego import files
+from dlbook import files
 from dlbook.stego import payload as payload_lib
 from dlbook.stego.images import quantize
 

@@ -6,12 +6,13 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from typing import Dict, Optional
 
 import numpy as np
 from absl import logging
+
+from dlbook.files import atomic_write
 
 
 def package_versions() -> Dict[str, str]:
@@ -43,19 +44,9 @@ def run_info() -> dict:
           "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend()}
 
 
-def write_text_atomic(path: str, text: str, mode: str = "w") -> None:
-  """Writes `text` through a fresh temporary file in the same directory, then renames it over
-  `path`: never through a fixed name that could be a planted symlink, and removed on failure."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, mode) as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes `text` through a fresh temporary file and an atomic rename (`dlbook.files.atomic_write`)."""
+  atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_json_atomic(path: str, payload, **dump_kwargs) -> None:

@@ -1,4 +1,4 @@
-"""Writing the tool's files without ever following a planted link or leaving a half-written file.
+"""Writing files without ever following a planted link or leaving a half-written file.
 
 `atomic_write` creates a new temporary file with a random name next to the target
 (`tempfile.mkstemp`: ``O_CREAT | O_EXCL``, so an existing name or a symlink placed there is
