@@ -15,6 +15,12 @@ from absl import app, flags, logging
 from dlbook.errors import DlbookError
 
 EXIT_BAD_INPUT = 2
+
+flags.DEFINE_string("coordinator_address", None, "Multi-process training: host:port of process 0's coordinator.")
+flags.DEFINE_integer("num_processes", None, "Multi-process training: how many processes train together.")
+flags.DEFINE_integer("process_id", None, "Multi-process training: this process's index, 0 .. num_processes-1.")
+flags.DEFINE_bool("distributed", False, "Multi-process training with the settings read from the cluster's "
+                  "environment (SLURM, Open MPI, Cloud TPU: jax.distributed.initialize()).")
 CACHE_ENV = "DLBOOK_COMPILATION_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "dlbook", "jax_compilation_cache")
 QUIET_LIBRARIES = ("orbax", "tensorstore", "jax/_src")
@@ -57,8 +63,12 @@ def run(main) -> None:
   def wrapped(argv):
     logging.set_verbosity(logging.INFO)
     quiet_library_logs()
-    enable_compilation_cache()
     try:
+      from dlbook.training import distributed
+      FLAGS = flags.FLAGS
+      distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                             auto=FLAGS.distributed)
+      enable_compilation_cache()
       main(argv)
     except DlbookError as e:
       logging.flush()

@@ -20,10 +20,12 @@ import shutil
 import time
 from typing import Any, Callable, Optional, Sequence, Tuple
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
 from dlbook.errors import DlbookError, require
+from dlbook.training import distributed
 from dlbook.training.reporting import write_json_atomic
 
 DIGEST_FILE = "dlbook_sha256.json"
@@ -74,23 +76,30 @@ class Checkpointer:
     return os.path.join(self.directory, str(step))
 
   def save(self, step: int, tree: Any) -> None:
+    """Every process calls it (orbax writes the shards); the primary one adds the digest and renames."""
     if step in self.all_steps():
       return
-    tmp = os.path.join(self.directory, f".tmp-{step}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    primary = distributed.is_primary()
+    tmp = os.path.join(self.directory, f".tmp-{step}")
+    if primary:
+      for name in os.listdir(self.directory):  # temporaries of killed saves
+        if name.startswith(".tmp-"):
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+      os.makedirs(tmp)
+    distributed.barrier(f"checkpoint-{step}-start")
     try:
       self._orbax.save(os.path.join(tmp, TREE_DIR), args=ocp.args.StandardSave(tree))
-      write_json_atomic(os.path.join(tmp, DIGEST_FILE), {"sha256": digest_directory(tmp)})
-      os.rename(tmp, self.step_dir(step))  # the checkpoint appears complete, or not at all
+      if primary:
+        write_json_atomic(os.path.join(tmp, DIGEST_FILE), {"sha256": digest_directory(tmp)})
+        os.rename(tmp, self.step_dir(step))  # the checkpoint appears complete, or not at all
     except BaseException:
-      shutil.rmtree(tmp, ignore_errors=True)
+      if primary:
+        shutil.rmtree(tmp, ignore_errors=True)
       raise
-    for old in self.all_steps()[:-self.max_to_keep]:
-      shutil.rmtree(self.step_dir(old), ignore_errors=True)
-    for name in os.listdir(self.directory):  # temporaries of killed saves
-      if name.startswith(".tmp-") and not name.endswith(f"-{os.getpid()}"):
-        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    if primary:
+      for old in self.all_steps()[:-self.max_to_keep]:
+        shutil.rmtree(self.step_dir(old), ignore_errors=True)
+    distributed.barrier(f"checkpoint-{step}-done")
 
   def verify(self, step: int) -> None:
     """Raises `CorruptCheckpoint` unless the files of `step` match their recorded digest."""
@@ -111,9 +120,12 @@ class Checkpointer:
     require(step is not None, f"no checkpoint in {self.directory}")
     self.verify(step)
     path = os.path.join(self.step_dir(step), TREE_DIR)
-    args = ocp.args.StandardRestore(target) if target is not None else None
     try:
-      return self._orbax.restore(path, args=args) if args is not None else self._orbax.restore(path)
+      if target is None:  # as saved, onto this process's first device (whatever topology wrote it)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              self._orbax.metadata(path).item_metadata.tree)
+      return self._orbax.restore(path, args=ocp.args.StandardRestore(target))
     except (ValueError, KeyError, TypeError) as e:
       raise DlbookError(f"checkpoint {self.step_dir(step)} does not match this model "
                         f"({str(e).splitlines()[0][:200]})") from None
@@ -142,9 +154,12 @@ class Checkpointer:
   def set_aside(self, step: int, folder: str) -> str:
     """Moves the checkpoint of `step` to `../folder/` (kept, never deleted); returns where it went."""
     root = os.path.join(os.path.dirname(self.directory), folder)
-    os.makedirs(root, exist_ok=True)
     dest = os.path.join(root, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-    shutil.move(self.step_dir(step), dest)
+    distributed.barrier(f"set-aside-{step}")  # every process has read the directory listing
+    if distributed.is_primary():
+      os.makedirs(root, exist_ok=True)
+      shutil.move(self.step_dir(step), dest)
+    distributed.barrier(f"set-aside-{step}-done")
     return dest
 
   def close(self):
@@ -206,11 +221,15 @@ class Workdir:
 
   def start(self) -> None:
     """Creates the directory and records the config (once): the run really starts now."""
+    if not distributed.is_primary():
+      distributed.barrier("workdir-start")
+      return
     os.makedirs(self.path, exist_ok=True)
     if self._replace:
       logging.warning("%s: replacing the config of an earlier run that saved no checkpoint", self.path)
     if self._replace or not os.path.exists(self.join(self.CONFIG)):
       write_json_atomic(self.join(self.CONFIG), self.config, indent=2, sort_keys=True)
+    distributed.barrier("workdir-start")
 
 
 def check_writable_dir(path: str) -> None:

@@ -18,7 +18,7 @@ from dlbook import data as data_lib
 from dlbook import models
 from dlbook.errors import require
 from dlbook.metrics import classification_metrics
-from dlbook.training import checkpoint, optim, reporting, runner, sharding
+from dlbook.training import checkpoint, distributed, optim, reporting, runner, sharding
 from dlbook.training.state import count_params, create_train_state
 from dlbook.training.steps import eval_step, make_train_step
 
@@ -41,7 +41,7 @@ def evaluate(eval_fn, state, split, batch_size, mesh, num_classes):
   """Metrics over a whole split (padding excluded)."""
   preds, losses = [], []
   for batch in data_lib.eval_batches(split, batch_size):
-    out = jax.device_get(eval_fn(state, sharding.shard_batch(batch, mesh)))
+    out = distributed.gather(eval_fn(state, sharding.shard_batch(batch, mesh)))
     keep = batch["mask"] > 0
     preds.append(out["pred"][keep])
     losses.append(out["loss"][keep])

@@ -13,6 +13,7 @@ import numpy as np
 from absl import logging
 
 from dlbook.files import atomic_write
+from dlbook.training import distributed
 
 
 def package_versions() -> Dict[str, str]:
@@ -66,10 +67,12 @@ def _to_builtin(x):
 
 
 def write_results(workdir: str, *, config, seed, dataset, metrics: dict, wall_time_s: float, **extra) -> dict:
-  """Writes `results.json` (atomically, only on success) and returns its payload."""
+  """Writes `results.json` (atomically, only on success, by the primary process) and returns its payload."""
   payload = dict(run_info(), config=config.to_dict() if hasattr(config, "to_dict") else config,
                  seed=seed, dataset=dataset, wall_time_s=wall_time_s, metrics=metrics, **extra)
-  write_json_atomic(os.path.join(workdir, "results.json"), payload)
+  if distributed.is_primary():
+    write_json_atomic(os.path.join(workdir, "results.json"), payload)
+  distributed.barrier("results")
   return payload
 
 
@@ -104,39 +107,48 @@ class Progress:
 
 
 class MetricsLog:
-  """TensorBoard scalars plus a JSON-lines history (`history.jsonl`) that resume trims."""
+  """TensorBoard scalars plus a JSON-lines history (`history.jsonl`) that resume trims. Every process
+  keeps the records; only the primary one writes the files."""
 
   def __init__(self, workdir: str, resume_step: int = 0):
-    from tensorboardX import SummaryWriter
     self.history_path = os.path.join(workdir, "history.jsonl")
     self.records = []
     if os.path.exists(self.history_path):
       with open(self.history_path) as f:
         self.records = [r for r in map(json.loads, filter(None, f.read().splitlines()))
                         if r["step"] <= resume_step]
-    with open(self.history_path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in self.records)
-    self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step or None)
+    distributed.barrier("history-read")
+    self.writer = None
+    if distributed.is_primary():
+      from tensorboardX import SummaryWriter
+      with open(self.history_path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in self.records)
+      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step or None)
 
   def write(self, step: int, scalars: dict, prefix: str = "") -> None:
     record = {"step": int(step)}
     for k, v in scalars.items():
-      self.writer.add_scalar(prefix + k, float(v), int(step))
       record[prefix + k] = float(v)
+      if self.writer is not None:
+        self.writer.add_scalar(prefix + k, float(v), int(step))
     self.records.append(record)
-    with open(self.history_path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    if self.writer is not None:
+      with open(self.history_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
   def series(self, key: str):
     pts = [(r["step"], r[key]) for r in self.records if key in r]
     return [p[0] for p in pts], [p[1] for p in pts]
 
   def close(self):
-    self.writer.flush()
-    self.writer.close()
+    if self.writer is not None:
+      self.writer.flush()
+      self.writer.close()
 
 
 def plot_curves(path: str, log: MetricsLog, keys, title: str = "") -> None:
+  if not distributed.is_primary():
+    return
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -156,6 +168,8 @@ def plot_curves(path: str, log: MetricsLog, keys, title: str = "") -> None:
 
 
 def plot_confusion(path: str, cm, class_names, title: str = "") -> None:
+  if not distributed.is_primary():
+    return
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt

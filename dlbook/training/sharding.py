@@ -9,6 +9,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dlbook.errors import require
+from dlbook.training import distributed
 
 
 def split_cpu(num_devices: int) -> int:
@@ -44,12 +45,21 @@ def data_mesh(num_devices: Optional[int] = None) -> Mesh:
 
 
 def shard_batch(batch, mesh: Mesh):
-  """Places every array of `batch` split along its leading axis over the mesh."""
-  return jax.device_put(batch, NamedSharding(mesh, P("data")))
+  """Places every array of the global `batch` split along its leading axis over the mesh; with
+  several processes, each one contributes only its own rows."""
+  sharding = NamedSharding(mesh, P("data"))
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+      sharding, np.asarray(x)[distributed.local_rows(len(x))]), batch)
 
 
 def replicate(tree, mesh: Mesh):
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  """`tree` with every array replicated over the mesh (every process holds the same values)."""
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
 def check_divisible(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
