@@ -39,6 +39,7 @@ from absl import logging
 
 from dlbook import data as data_lib
 from dlbook.errors import require
+from dlbook.metrics.image import to_uint8
 from dlbook.gan import ada as ada_lib
 from dlbook.gan import losses
 from dlbook.gan.models import (CONDITIONINGS, NORMS, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator,
@@ -284,17 +285,12 @@ def build_models(config, family: Family, image_shape, num_classes: int):
 
 
 # ------------------------------------------------------------------ pictures
-def to_uint8(images) -> np.ndarray:
-  """[-1, 1] float images -> uint8."""
-  return np.asarray(np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255), np.uint8)
-
-
 def save_grid(path: str, images, rows: int, min_tile: int = 56) -> None:
   """Writes [N, H, W, C] images in [-1, 1] as one PNG grid (`rows` rows), enlarged
   (nearest neighbour) so that small tiles stay visible."""
   from PIL import Image
   from skimage.util import montage
-  images = to_uint8(images)
+  images = to_uint8(images, (-1.0, 1.0))
   n, h, w, c = images.shape
   cols = -(-n // rows)
   if c == 1:

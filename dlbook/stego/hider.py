@@ -40,6 +40,7 @@ from dlbook.errors import DlbookError, require
 from dlbook.registry import Registry
 from dlbook import files
 from dlbook.stego import payload as payload_lib
+from dlbook.metrics.image import to_uint8
 from dlbook.stego.images import quantize
 
 TILE = 64
@@ -159,7 +160,7 @@ class HidingModel:
     out = []
     for start, cover, bit in _chunks(chunk, tiles, bits):
       stego = self._hide(self.params, _to_unit(cover), bit.astype(np.float32))
-      out.append(_to_uint8(np.asarray(stego))[:len(tiles) - start])
+      out.append(to_uint8(np.asarray(stego), (-1.0, 1.0))[:len(tiles) - start])
     return np.concatenate(out)
 
   def reveal_tiles(self, tiles: np.ndarray, chunk: int = 16) -> np.ndarray:
@@ -172,10 +173,6 @@ class HidingModel:
 
 def _to_unit(x: np.ndarray) -> np.ndarray:
   return (x.astype(np.float32) / 127.5 - 1.0)
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-  return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def _chunks(chunk: int, *arrays):
