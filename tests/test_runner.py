@@ -123,7 +123,7 @@ def _largest_file(directory):
   return max(files, key=os.path.getsize)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip_bytes", "no_digest"])
+@pytest.mark.parametrize("damage", ["truncate", "flip_bytes", "no_digest", "empty_metadata", "no_manifest"])
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage, caplog):
   train(tmp_path / "clean", total=12)
   train(tmp_path / "run", total=9)
@@ -138,6 +138,10 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, da
     mid = len(raw) // 2
     raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
     open(path, "wb").write(bytes(raw))
+  elif damage == "empty_metadata":
+    open(step9 / checkpoint.TREE_DIR / "_METADATA", "w").close()
+  elif damage == "no_manifest":
+    os.remove(step9 / checkpoint.TREE_DIR / "manifest.ocdbt")
   else:
     os.remove(step9 / checkpoint.DIGEST_FILE)  # cannot happen by a kill (the digest is written before the rename)
   with caplog.at_level("WARNING"):
