@@ -116,7 +116,6 @@ def test_darts_eval_layout_one_block_per_cell():
     freezing.model_blocks("darts_eval", {"cell_0": {}, "cell_2": {}})
 
 
-@pytest.mark.skipif("darts_eval" not in models.MODELS, reason="darts_eval (NAS issue) is not in the tree yet")
 def test_darts_eval_real_network_blocks_and_frozen_batchnorm():
   model = models.build("darts_eval", num_classes=10, genotype="DARTS_V2", init_channels=2, layers=3,
                        auxiliary=True, drop_path_prob=0.0)

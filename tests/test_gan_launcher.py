@@ -49,9 +49,11 @@ def test_smoke_preset_runs_end_to_end(tmp_path, gan):
     assert results["loss"] == "wasserstein" and m["final_gradient_penalty"] > 0
     check_resume_repeats_the_run(workdir, results, args)
   if gan == "acgan":
-    assert 0.0 <= m["class_consistency"] <= 1.0 and len(m["class_consistency_per_class"]) == 10
-    assert 1.0 <= m["classifier_score"] <= 10.0 and 0.0 <= m["classifier_test_accuracy"] <= 1.0
-    assert 0.0 <= m["within_class_diversity"]
+    # 100 class-balanced samples: the overall consistency is the mean of the 10 per-class figures
+    assert len(m["class_consistency_per_class"]) == 10
+    assert m["class_consistency"] == pytest.approx(np.mean(list(m["class_consistency_per_class"].values())))
+    assert m["classifier_test_accuracy"] > 0.3  # the reference classifier learnt digits (chance: 0.1)
+    assert m["within_class_diversity"] > 0  # the samples of a class are not all identical
     assert len(list(cache.iterdir())) == 1  # the reference classifier, cached for later runs
     # one row per class in the grid: 10 rows of 8x8 tiles (+1 px padding), enlarged x7
     assert Image.open(os.path.join(workdir, "samples.png")).height == 7 * (10 * 9 + 1)
