@@ -1,7 +1,7 @@
 """Seconds per training step of the attention Inception-BGRU (book Fig. 11.2), dlbook (JAX) vs the same
 model written in PyTorch from the same definition, alternating in one process.
 
-  python -m benchmarks.pssp [--variants=scan:1,scan:4,flax:1] [--rounds=3] [--steps=2] [--lengths=full]
+  python -m benchmarks.pssp [--variants=flax:1,scan:1,scan:4] [--rounds=3] [--steps=2] [--lengths=full]
 
 One step = forward, masked cross-entropy, backward and Adam, batch 64, 700 residues, 42 features,
 8 classes, random inputs, the model's default widths (inception 3 x 64, Conv(3) 128, BGRU 2 x 128 per
@@ -9,8 +9,8 @@ direction, dense 128). `--lengths=full` gives every protein 700 residues; `rando
 models honour each protein's length (dlbook: length-aware scans; PyTorch: `pack_padded_sequence`) and
 mask padding out of BatchNorm statistics and attention.
 
-A variant is `rnn_impl:unroll` (see dlbook/models/pssp.py): `scan` is lax.scan with the input
-projection hoisted out of the loop, `flax` is nn.RNN / nn.Bidirectional. Rounds alternate
+A variant is `rnn_impl:unroll` (see dlbook/models/pssp.py): `flax` is nn.RNN / nn.Bidirectional (the
+models' default), `scan` is lax.scan with the input projection hoisted out of the loop. Rounds alternate
 dlbook variants and PyTorch (at each of `--torch_threads`); the median over rounds of each is reported
 and the ratio is taken against the fastest PyTorch thread count. Prints name=value lines,
 ending with `dlbook_vs_torch_ratio=` for the first variant (< 1: dlbook is faster).
@@ -24,7 +24,7 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("variants", ["scan:1", "scan:4", "flax:1"], "dlbook recurrences to time, rnn_impl:unroll.")
+flags.DEFINE_list("variants", ["flax:1", "scan:1", "scan:4"], "dlbook recurrences to time, rnn_impl:unroll.")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds (dlbook variants, then PyTorch).")
 flags.DEFINE_integer("steps", 2, "Timed steps per framework per round.")
 flags.DEFINE_integer("batch", 64, "Proteins per batch.")

@@ -128,9 +128,12 @@ def test_registry_and_table_11_1_widths():
   assert n == (3 * 42 * 42 + 5 * 42 * 42 + 4 * 42) + (3 * 84 * 42 + 5 * 84 * 42 + 4 * 42) + (84 * 8 + 8)
   n3, _ = _count("pssp_cnn1d", num_layers=3, kernel_sizes=(3, 5, 7))
   assert n3 == (15 * 42 * 42 + 6 * 42) + 2 * (15 * 126 * 42 + 6 * 42) + (126 * 8 + 8)
-  # GRU / LSTM / simple: 3 / 4 / 1 gates of units; a bidirectional layer doubles them.
-  for name, gates, directions in (("pssp_gru", 3, 1), ("pssp_blstm", 4, 2), ("pssp_rnn", 1, 1)):
+  # flax's cells: GRU 3 gates + 4 biases (input r, z, n and hidden n), LSTM 4 gates + 4 biases, simple
+  # 1 gate + 1 bias; a bidirectional layer doubles them. The hoisted scan has 2 biases per gate.
+  for name, gates, biases, directions in (("pssp_gru", 3, 4, 1), ("pssp_blstm", 4, 4, 2), ("pssp_rnn", 1, 1, 1)):
     n, _ = _count(name, units=10, features=21)
+    assert n == directions * (gates * (21 * 10 + 10 * 10) + biases * 10) + (directions * 10 * 8 + 8)
+    n, _ = _count(name, units=10, features=21, rnn_impl="scan")
     assert n == directions * gates * (21 * 10 + 10 * 10 + 2 * 10) + (directions * 10 * 8 + 8)
   _, shapes = _count("pssp_attention_inception_bgru", units=16)
   assert shapes["params"]["Dense_0"]["kernel"].shape == (4 * 16, 128)  # two attended BGRU outputs concatenated

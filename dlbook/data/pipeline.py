@@ -72,6 +72,8 @@ def load(data_config, seed: int = 0) -> Dataset:
   if c.get("image_size"):
     options["image_size"] = c.image_size
   raw: RawData = load_raw(c.name, data_dir=c.get("data_dir"), **options)
+  require(isinstance(raw, RawData), f"dataset {c.name!r} is not an image set ({type(raw).__name__}); "
+          f"load it with dlbook.data.load_raw")
   num_classes = int(max(raw.y_train.max(), raw.y_test.max())) + 1
 
   x_train = raw.x_train.astype(np.float32) / raw.max_value
