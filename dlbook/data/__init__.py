@@ -1,7 +1,7 @@
 """Datasets by name (`load`), deterministic batching, and jittable augmentation.
 
-Importing this package imports every module in it, so sources defined in any of
-them (e.g. steganography covers) register with `SOURCES`.
+Importing this package imports every module in it (except the ``build_*`` set-up scripts), so sources
+defined in any of them (e.g. steganography covers, proteins) register with `SOURCES`.
 """
 
 import importlib
@@ -13,4 +13,6 @@ from dlbook.data.pipeline import (Dataset, Split, epoch_permutation, eval_batche
 from dlbook.data.sources import SOURCES, RawData, load_raw, read_idx, read_image, sources, stratified_split
 
 for _module in pkgutil.iter_modules(__path__):
+  if _module.name.startswith("build_"):  # set-up scripts (`python -m dlbook.data.build_...`), not sources
+    continue
   importlib.import_module(f"{__name__}.{_module.name}")

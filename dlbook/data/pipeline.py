@@ -21,6 +21,9 @@ class Split:
   def __len__(self):
     return len(self.labels)
 
+  def batch(self, idx) -> dict:
+    return {"image": self.images[idx], "label": self.labels[idx]}
+
 
 @dataclasses.dataclass
 class Dataset:
@@ -73,6 +76,8 @@ def load(data_config, seed: int = 0) -> Dataset:
   if c.get("image_size"):
     options["image_size"] = c.image_size
   raw: RawData = load_raw(c.name, data_dir=c.get("data_dir"), **options)
+  require(isinstance(raw, RawData), f"dataset {c.name!r} is not an image set ({type(raw).__name__}); "
+          f"load it with dlbook.data.load_raw")
   require(raw.x_train.ndim == 4,
           f"dataset {c.name!r} gives [N, features] vectors, not images: read it with "
           f"dlbook.data.load_raw and map it with dlbook.data.transforms.fit_expression_image")
@@ -145,15 +150,15 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def train_batch(split: Split, batch_size: int, seed: int, step: int) -> dict:
+def train_batch(split, batch_size: int, seed: int, step: int) -> dict:
   """The batch of global step `step` (drop-remainder epochs of shuffled data)."""
   steps_per_epoch = len(split) // batch_size
   epoch, i = divmod(step, steps_per_epoch)
   idx = epoch_permutation(len(split), seed, epoch)[i * batch_size:(i + 1) * batch_size]
-  return {"image": split.images[idx], "label": split.labels[idx]}
+  return split.batch(idx)
 
 
-def train_batches(split: Split, batch_size: int, seed: int, start_step: int = 0,
+def train_batches(split, batch_size: int, seed: int, start_step: int = 0,
                   num_steps: Optional[int] = None) -> Iterator[Tuple[int, dict]]:
   """Yields (step, batch) from `start_step`; one permutation is computed per epoch."""
   require(0 < batch_size <= len(split),
@@ -166,20 +171,21 @@ def train_batches(split: Split, batch_size: int, seed: int, start_step: int = 0,
     if epoch != perm_epoch:
       perm_epoch, perm = epoch, epoch_permutation(len(split), seed, epoch)
     idx = perm[i * batch_size:(i + 1) * batch_size]
-    yield step, {"image": split.images[idx], "label": split.labels[idx]}
+    yield step, split.batch(idx)
     step += 1
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[dict]:
-  """Fixed-shape batches in order; the last is padded and carries `mask` = 0 on padding."""
+def eval_batches(split, batch_size: int) -> Iterator[dict]:
+  """Fixed-shape batches in order; the last is padded with zeros. `mask` marks what counts: a per-example
+  mask (0 on padding) is added, unless the split's batches carry their own `mask` (e.g. per residue),
+  which the zero padding already sets to 0."""
   n = len(split)
   for start in range(0, n, batch_size):
     idx = np.arange(start, min(start + batch_size, n))
     pad = batch_size - len(idx)
-    images, labels = split.images[idx], split.labels[idx]
-    mask = np.ones(batch_size, np.float32)
+    batch = split.batch(idx)
+    if "mask" not in batch:
+      batch["mask"] = np.ones(len(idx), np.float32)
     if pad:
-      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-      mask[len(idx):] = 0
-    yield {"image": images, "label": labels, "mask": mask}
+      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+    yield batch
