@@ -20,6 +20,7 @@ its SE), as truncating torchvision's `features` after `denseblock{b}` would; the
 to block 4's output only.
 """
 
+import itertools
 from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -109,17 +110,18 @@ class DenseNet(nn.Module):
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_eps, name="stem_bn")(x))
     if self.stem_pool:
       x = max_pool(x, 3, 2, 1)
-    pooled, k = [], 0
+    pooled, widths, k = [], [], 0
     for b, n in enumerate(blocks):
       for _ in range(n):
         k += 1
-        gate = None if include is None else k <= include
+        gate = None if include is None else jnp.asarray(k <= include)
         new = DenseLayer(self.growth, bn_eps=self.bn_eps, padding=self.padding, name=f"layer_{k}")(x, train, gate)
         if gate is not None:
           new = new * gate.astype(new.dtype)
         x = jnp.concatenate([x, new], axis=-1)
       if self.se_reduction:
         x = SE(self.se_reduction, name=f"se_{b + 1}")(x)
+      widths.append(x.shape[-1])
       if b < len(blocks) - 1:
         if include is not None:
           pooled.append(jnp.mean(x, axis=(1, 2)))
@@ -130,12 +132,13 @@ class DenseNet(nn.Module):
         x = nn.avg_pool(x, (2, 2), (2, 2))
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_eps, name="norm_final")(x))
     feats = jnp.mean(x, axis=(1, 2))
+    # the head reads the widest block output (the last one in DenseNet-121/201), zero-padded
+    pad = lambda f: jnp.pad(f, ((0, 0), (0, max(widths) - f.shape[-1])))  # noqa: E731
+    feats = pad(feats)
     if include is not None:
-      width = max([feats.shape[-1]] + [p.shape[-1] for p in pooled])
       ends = jnp.cumsum(jnp.array(blocks))[:-1]
       cut_block = jnp.sum(jnp.asarray(include) > ends)   # the block holding layer `include`
-      options = jnp.stack([jnp.pad(p, ((0, 0), (0, width - p.shape[-1]))) for p in pooled + [feats]])
-      feats = options[cut_block]
+      feats = jnp.stack([pad(p) for p in pooled] + [feats])[cut_block]
     if self.features:
       return feats
     return classify(self, feats, train, self.num_classes, self.dropout, kernel_init=nn.initializers.lecun_normal())
@@ -144,7 +147,7 @@ class DenseNet(nn.Module):
 def layer_depths(params, blocks: Sequence[int] = (6, 12, 24, 16)):
   """Pytree like `params`: the dense-layer number each leaf freezes with (stem 1, layer_k k, a transition
   with its block's last layer, the final BN with the last layer; SE layers and the head never)."""
-  ends = list(jnp.cumsum(jnp.array(blocks)).tolist())
+  ends = list(itertools.accumulate(blocks))
 
   def depth(path: Tuple[str, ...]) -> int:
     top = path[0]
@@ -177,7 +180,7 @@ def frozen_prefixes(n_frozen: int, blocks: Sequence[int] = (6, 12, 24, 16)) -> T
   if n_frozen == 0:
     return ()
   out = [("stem_conv",), ("stem_bn",)] + [(f"layer_{k}",) for k in range(1, n_frozen + 1)]
-  ends = jnp.cumsum(jnp.array(blocks)).tolist()
+  ends = list(itertools.accumulate(blocks))
   out += [(f"transition_{b + 1}_{p}",) for b, e in enumerate(ends[:-1]) if e <= n_frozen for p in ("norm", "conv")]
   if n_frozen >= ends[-1]:
     out.append(("norm_final",))
