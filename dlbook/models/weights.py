@@ -47,6 +47,8 @@ from dlbook.models.backbones import (convnext, densenet, efficientnet, inception
 from dlbook.registry import Registry
 
 LAYOUTS = ("torchvision", "keras")
+with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "keras_layer_order.json")) as _f:
+  KERAS_LAYER_ORDER: Dict[str, List[List[str]]] = json.load(_f)
 
 
 def _one_line(e: BaseException) -> str:
@@ -300,9 +302,12 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
     raise DlbookError(f"{path}: not a readable weight file ({_one_line(e)})") from None
 
 
-def read_keras_weights(path: str) -> Dict[str, np.ndarray]:
+def read_keras_weights(path: str, model_name: Optional[str] = None) -> Dict[str, np.ndarray]:
   """Keras weights as {"layer/i": array}, i the position in the layer's weight list, from an applications
-  `.h5` (legacy) or a Keras-3 `.weights.h5` file. '/' in legacy layer names becomes '_'."""
+  `.h5` (legacy) or a Keras-3 `.weights.h5` file. '/' in legacy layer names becomes '_'.
+
+  Keras-3 files key layers by class (`conv2d_7`) in `model.layers` order, not by name: for the
+  `keras.applications` models in `keras_layer_order.json` the real names are restored from that order."""
   import h5py
   require(os.path.isfile(path), f"weight file {path!r} does not exist")
   out: Dict[str, np.ndarray] = {}
@@ -316,10 +321,14 @@ def read_keras_weights(path: str) -> Dict[str, np.ndarray]:
             wn = wn.decode() if isinstance(wn, bytes) else str(wn)
             out[f"{name.replace('/', '_')}/{i}"] = np.asarray(root[name][wn])
       elif "layers" in f:
-        for name, group in f["layers"].items():
+        real = {key: name for name, key in KERAS_LAYER_ORDER.get(model_name, [])}
+        for key, group in f["layers"].items():
           variables = group.get("vars")
-          for i in range(len(variables) if variables is not None else 0):
-            out[f"{name}/{i}"] = np.asarray(variables[str(i)])
+          n = len(variables) if variables is not None else 0
+          if n and real:
+            require(key in real, f"{path}: layer {key!r} is not in Keras' {model_name} (wrong architecture?)")
+          for i in range(n):
+            out[f"{real.get(key, key)}/{i}"] = np.asarray(variables[str(i)])
       else:
         raise DlbookError(f"{path}: neither a Keras applications .h5 nor a Keras-3 .weights.h5 file")
   except DlbookError:
@@ -346,7 +355,7 @@ def _renumber_auto_names(source: Dict[str, np.ndarray], prefixes: Sequence[str])
 
 def _legacy_densenet_keys(source: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """Old torchvision DenseNet checkpoints name `denselayer1.norm.1.weight` what is now `norm1.weight`."""
-  pat = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+  pat = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
   return {(pat.sub(r"\1\2", k)): v for k, v in source.items()}
 
 
@@ -416,11 +425,12 @@ def _target_shapes(model, image_size: int):
 
 
 def convert(model_name: str, model, source: Dict[str, np.ndarray], layout: str, *, exclude: Sequence[str] = (),
-            init_variables=None, image_size: int = 224, what: str = "source") -> Dict[str, Any]:
+            init_variables=None, image_size: int = 224, what: str = "source", target=None) -> Dict[str, Any]:
   """Flax variables {'params', 'batch_stats'} of `model` (built as `model_name`) from `source` in `layout`.
 
   `exclude`: Flax module paths ('classifier', 'se_*', 'layer1_0/conv1', fnmatch patterns) to leave out;
-  their leaves are taken from `init_variables` (required when anything is excluded)."""
+  their leaves are taken from `init_variables` (required when anything is excluded). `target`: the model's
+  variable shapes (`jax.eval_shape` of its init) when the caller has them already."""
   require(layout in LAYOUTS, f"unknown weight layout {layout!r}; valid: {', '.join(LAYOUTS)}")
   arch = ARCHS.get(model_name)
   names = arch.names(layout)
@@ -428,7 +438,7 @@ def convert(model_name: str, model, source: Dict[str, np.ndarray], layout: str, 
     source = _renumber_auto_names(source, arch.keras_auto_names)
   if layout == "torchvision" and model_name.startswith("densenet"):
     source = _legacy_densenet_keys(source)
-  target = traverse_util.flatten_dict(_target_shapes(model, image_size))
+  target = traverse_util.flatten_dict(target if target is not None else _target_shapes(model, image_size))
   by_module: Dict[Tuple[str, ...], List[Tuple[str, str]]] = collections.defaultdict(list)
   for (collection, *path) in target:
     by_module[tuple(path[:-1])].append((collection, path[-1]))
@@ -500,16 +510,19 @@ def load_pretrained(model_name: str, path: str, *, layout: Optional[str] = None,
     model = registry.build(model_name, num_classes=num_classes, **{**meta.get("model_kwargs", {}), **model_kwargs})
     variables = load_variables(path, model, image_size=image_size)
     return Pretrained(model, variables, NORMALIZATIONS[meta.get("normalization", "unit")], layout)
+  require(layout in LAYOUTS, f"unknown weight layout {layout!r}; valid: {', '.join(LAYOUTS)}, dlbook")
   arch = ARCHS.get(model_name)
+  require(getattr(arch, layout) is not None, f"no {layout} layout is defined for {model_name}; "
+          f"valid: {', '.join(l for l in LAYOUTS if getattr(arch, l) is not None)}")
   fixed = arch.model_kwargs(layout)
   for k, v in model_kwargs.items():
     require(k not in fixed or fixed[k] == v, f"{layout} weights fix {k}={fixed.get(k)!r} for {model_name}; got {v!r}")
   model = registry.build(model_name, num_classes=num_classes, **{**model_kwargs, **fixed})
-  source = read_keras_weights(path) if layout == "keras" else read_state_dict(path)
+  source = read_keras_weights(path, model_name) if layout == "keras" else read_state_dict(path)
   init = None
   if exclude:
     x = jnp.zeros((1, image_size, image_size, model.in_channels))
-    init = model.init({"params": key if key is not None else jax.random.key(0)}, x, train=False)
+    init = jax.jit(lambda k: model.init({"params": k}, x, train=False))(key if key is not None else jax.random.key(0))
   variables = convert(model_name, model, source, layout, exclude=exclude, init_variables=init,
                       image_size=image_size, what=path)
   return Pretrained(model, variables, arch.normalization(layout), layout)
