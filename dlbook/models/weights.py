@@ -304,7 +304,8 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
 
 def read_keras_weights(path: str, model_name: Optional[str] = None) -> Dict[str, np.ndarray]:
   """Keras weights as {"layer/i": array}, i the position in the layer's weight list, from an applications
-  `.h5` (legacy) or a Keras-3 `.weights.h5` file. '/' in legacy layer names becomes '_'.
+  `.h5` (legacy) or a Keras-3 `.weights.h5` file. In legacy layer names '/' becomes '_' (Keras 2 DenseNet)
+  and a '_BatchNorm' suffix '_bn' (Keras 2 MobileNetV3), as Keras 3 names them.
 
   Keras-3 files key layers by class (`conv2d_7`) in `model.layers` order, not by name: for the
   `keras.applications` models in `keras_layer_order.json` the real names are restored from that order."""
@@ -319,7 +320,7 @@ def read_keras_weights(path: str, model_name: Optional[str] = None) -> Dict[str,
           name = raw.decode() if isinstance(raw, bytes) else str(raw)
           for i, wn in enumerate(root[name].attrs.get("weight_names", [])):
             wn = wn.decode() if isinstance(wn, bytes) else str(wn)
-            out[f"{name.replace('/', '_')}/{i}"] = np.asarray(root[name][wn])
+            out[f"{re.sub('_BatchNorm$', '_bn', name.replace('/', '_'))}/{i}"] = np.asarray(root[name][wn])
       elif "layers" in f:
         real = {key: name for name, key in KERAS_LAYER_ORDER.get(model_name, [])}
         for key, group in f["layers"].items():

@@ -214,7 +214,8 @@ def mobilenet_v3_torchvision_names(path, modules, model):
 
 
 def mobilenet_v3_keras_names(path, modules, model):
-  """Keras: conv/conv_bn, expanded_conv[_{i}]_{expand,depthwise,project}[_BatchNorm], squeeze_excite_conv[_1],
+  """Keras 3: conv/conv_bn, expanded_conv[_{i}]_{expand,depthwise,project}[_bn] (Keras 2: `_BatchNorm`, renamed
+  on reading), squeeze_excite_conv[_1],
   conv_1/conv_1_bn, conv_2 (head 1x1 conv) and logits (1x1 conv)."""
   head = path[0]
   if head == "stem":
@@ -231,7 +232,7 @@ def mobilenet_v3_keras_names(path, modules, model):
   if part == "se":
     return prefix + ("squeeze_excite_conv" if path[2] == "fc1" else "squeeze_excite_conv_1"), "dense"
   kind = "dwconv" if part == "depthwise" else "conv"
-  return (prefix + part, kind) if path[2] == "conv" else (prefix + part + "_BatchNorm", "bn")
+  return (prefix + part, kind) if path[2] == "conv" else (prefix + part + "_bn", "bn")
 
 
 # ------------------------------------------------------------------------------------ MnasNet
