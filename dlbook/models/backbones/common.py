@@ -72,6 +72,41 @@ def batch_norm(train: bool, eps: float, momentum: float = 0.9, name: Optional[st
                       name=name)
 
 
+DEPTHWISE = ("conv", "taps")
+
+
+class DepthwiseTaps(nn.Module):
+  """Depthwise kxk convolution as a sum of k*k shifted, strided slices times per-channel weights.
+  Same parameter ('kernel', (k, k, 1, C)) and result as `nn.Conv(..., feature_group_count=C)`; an
+  alternative lowering for XLA:CPU, where grouped convolutions (and their gradients) are slow."""
+  kernel: Tuple[int, int]
+  stride: int
+  padding: Any
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel
+    c = x.shape[-1]
+    w = self.param("kernel", conv_init, (kh, kw, 1, c))
+    if self.padding == "SAME":
+      pads = [(lambda n, k: (max((-(-n // self.stride) - 1) * self.stride + k - n, 0) // 2,
+                             max((-(-n // self.stride) - 1) * self.stride + k - n, 0)
+                             - max((-(-n // self.stride) - 1) * self.stride + k - n, 0) // 2))(n, k)
+              for n, k in zip(x.shape[1:3], (kh, kw))]
+    else:
+      pads = list(self.padding)
+    xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    ho = (xp.shape[1] - kh) // self.stride + 1
+    wo = (xp.shape[2] - kw) // self.stride + 1
+    out = 0.0
+    for i in range(kh):
+      for j in range(kw):
+        tap = jax.lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + (ho - 1) * self.stride + 1,
+                                               j + (wo - 1) * self.stride + 1, c), (1, self.stride, self.stride, 1))
+        out = out + tap * w[i, j, 0]
+    return out
+
+
 class ConvBN(nn.Module):
   """Conv (no bias unless asked) -> BatchNorm -> activation: torchvision's Conv2dNormActivation."""
   features: int
@@ -83,14 +118,19 @@ class ConvBN(nn.Module):
   bn_eps: float = 1e-5
   use_bias: bool = False
   bn_scale: bool = True
+  depthwise: str = "conv"     # how a depthwise conv (groups=-1) is lowered: "conv" or "taps"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     k = (self.kernel, self.kernel) if isinstance(self.kernel, int) else tuple(self.kernel)
     pad = conv_pad(k, self.padding) if self.padding in PADDINGS else self.padding
     groups = x.shape[-1] if self.groups == -1 else self.groups   # -1: depthwise
-    x = nn.Conv(self.features, k, (self.stride, self.stride), padding=pad, feature_group_count=groups,
-                use_bias=self.use_bias, kernel_init=conv_init, name="conv")(x)
+    require(self.depthwise in DEPTHWISE, f"unknown depthwise {self.depthwise!r}; valid: {', '.join(DEPTHWISE)}")
+    if self.groups == -1 and self.depthwise == "taps" and not self.use_bias and self.features == x.shape[-1]:
+      x = DepthwiseTaps(k, self.stride, pad, name="conv")(x)
+    else:
+      x = nn.Conv(self.features, k, (self.stride, self.stride), padding=pad, feature_group_count=groups,
+                  use_bias=self.use_bias, kernel_init=conv_init, name="conv")(x)
     x = batch_norm(train, self.bn_eps, name="bn", use_scale=self.bn_scale)(x)
     return ACTIVATIONS[self.act](x)
 

@@ -33,6 +33,7 @@ class InvertedResidual(nn.Module):
   se: int = 0                # squeeze width; 0 = no SE
   padding: str = "torch"
   bn_eps: float = 1e-5
+  depthwise: str = "conv"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -41,7 +42,7 @@ class InvertedResidual(nn.Module):
     if self.hidden != inp:
       h = ConvBN(self.hidden, 1, act=self.act, bn_eps=self.bn_eps, name="expand")(h, train)
     h = ConvBN(self.hidden, self.kernel, self.stride, groups=-1, act=self.act, padding=self.padding,
-               bn_eps=self.bn_eps, name="depthwise")(h, train)
+               bn_eps=self.bn_eps, depthwise=self.depthwise, name="depthwise")(h, train)
     if self.se:
       h = SqueezeExcite(self.se, "relu", "hard_sigmoid", name="se")(h)
     h = ConvBN(self.out, 1, act="none", bn_eps=self.bn_eps, name="project")(h, train)
@@ -58,6 +59,7 @@ class MobileNetV2(nn.Module):
   stem_stride: int = 2
   padding: str = "torch"
   bn_eps: float = 1e-5
+  depthwise: str = "conv"   # "taps": depthwise convs as shifted multiply-adds (see common.DepthwiseTaps)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -71,7 +73,7 @@ class MobileNetV2(nn.Module):
       out = make_divisible(ch * self.width)
       for j in range(n):
         x = InvertedResidual(int(round(x.shape[-1] * t)), out, s if j == 0 else 1, padding=self.padding,
-                             bn_eps=self.bn_eps, name=f"block_{i}")(x, train)
+                             bn_eps=self.bn_eps, depthwise=self.depthwise, name=f"block_{i}")(x, train)
         i += 1
     last = make_divisible(1280 * max(1.0, self.width))
     x = ConvBN(last, 1, act="relu6", bn_eps=self.bn_eps, name="last")(x, train)
