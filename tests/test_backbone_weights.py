@@ -126,10 +126,16 @@ def test_new_head_needs_an_explicit_exclusion(real):
   path, p = real
   with pytest.raises(DlbookError, match=r"classifier\.1\.weight.*needs \(1280, 10\)"):
     W.load_pretrained("mobilenet_v2", path, num_classes=10)
-  q = W.load_pretrained("mobilenet_v2", path, num_classes=10, exclude=W.head_modules("mobilenet_v2"),
-                        key=jax.random.key(0, impl="rbg"))
-  assert q.variables["params"]["classifier"]["kernel"].shape == (1280, 10)
-  np.testing.assert_array_equal(q.variables["params"]["block_3"]["depthwise"]["conv"]["kernel"],
+  # the exclusion itself, with stand-in initial values (load_pretrained draws them with model.init)
+  model = models.build("mobilenet_v2", num_classes=10, **W.ARCHS.get("mobilenet_v2").model_kwargs("torchvision"))
+  target = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
+  init = jax.tree.map(lambda s: np.full(s.shape, 0.5, np.float32), target)
+  with pytest.raises(DlbookError, match="has no torchvision weights; name it in exclude|needs"):
+    W.convert("mobilenet_v2", model, W.read_state_dict(path), "torchvision", init_variables=init, target=target)
+  v = W.convert("mobilenet_v2", model, W.read_state_dict(path), "torchvision", exclude=W.head_modules("mobilenet_v2"),
+                init_variables=init, target=target)
+  np.testing.assert_array_equal(v["params"]["classifier"]["kernel"], 0.5)
+  np.testing.assert_array_equal(v["params"]["block_3"]["depthwise"]["conv"]["kernel"],
                                 p.variables["params"]["block_3"]["depthwise"]["conv"]["kernel"])
 
 
@@ -262,7 +268,10 @@ def test_bad_files_give_one_clear_line(real, tmp_path):
 
 # --------------------------------------------------------------------------- torchvision key coverage
 
-TORCHVISION_FAMILIES = sorted(set(TORCHVISION["keys"]) - {"vgg19"})
+from tests.test_backbones import HEAVY  # noqa: E402
+
+TORCHVISION_FAMILIES = [n if n not in HEAVY else pytest.param(n, marks=pytest.mark.slow)
+                        for n in sorted(set(TORCHVISION["keys"]) - {"vgg19"})]
 
 
 @pytest.mark.parametrize("name", TORCHVISION_FAMILIES)
@@ -305,3 +314,14 @@ def test_normalizations():
   np.testing.assert_allclose(W.NORMALIZATIONS["tf"](x), 0.0)
   caffe = W.NORMALIZATIONS["caffe"](jnp.asarray([[[[1.0, 0.5, 0.0]]]]))
   np.testing.assert_allclose(caffe[0, 0, 0], [0 - 103.939, 127.5 - 116.779, 255 - 123.68], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_load_pretrained_with_a_new_head(real):
+  path, p = real
+  q = W.load_pretrained("mobilenet_v2", path, num_classes=10, exclude=W.head_modules("mobilenet_v2"),
+                        key=jax.random.key(0, impl="rbg"))
+  assert q.variables["params"]["classifier"]["kernel"].shape == (1280, 10)
+  assert float(jnp.abs(q.variables["params"]["classifier"]["kernel"]).max()) > 0
+  np.testing.assert_array_equal(q.variables["params"]["block_3"]["depthwise"]["conv"]["kernel"],
+                                p.variables["params"]["block_3"]["depthwise"]["conv"]["kernel"])

@@ -65,7 +65,12 @@ def count(tree):
   return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
+# The largest traces run with the slow tests (DLBOOK_SLOW=1) to keep CI short; the rest run in CI.
+HEAVY = ("densenet201", "efficientnet_v2_s", "convnext_tiny", "inception_v3", "resnet101v2", "xception")
+
+
+@pytest.mark.parametrize("name", [n if n not in HEAVY else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(PARAMETER_COUNTS)])
 def test_parameter_counts_equal_the_references(name):
   v = shapes(name)
   assert (count(v["params"]), count(v.get("batch_stats", {}))) == PARAMETER_COUNTS[name]
