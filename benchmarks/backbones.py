@@ -18,6 +18,10 @@ The two frameworks are timed alternately, `repeats` rounds of `steps` steps each
 
 import importlib
 import os
+
+# torch's OpenMP threads spin after each parallel region and starve XLA's threads (and vice versa) when the
+# two frameworks alternate in one process; passive waiting keeps each framework's timing its own.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import resource
 import sys
 import time
