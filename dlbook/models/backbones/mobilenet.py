@@ -59,7 +59,7 @@ class MobileNetV2(nn.Module):
   stem_stride: int = 2
   padding: str = "torch"
   bn_eps: float = 1e-5
-  # "taps" (default): depthwise convs as shifted multiply-adds (common.DepthwiseTaps), 2.8x faster training
+  # "taps" (default): depthwise convs as shifted multiply-adds (common.DepthwiseTaps), about 2.5x faster training
   # steps on XLA:CPU than the grouped conv ("conv") in benchmarks/backbones.py; same parameters and outputs
   depthwise: str = "taps"
 
