@@ -87,13 +87,13 @@ def measure(config, dataset, impl, population, steps, repeats, microbatches, dev
   f = config.fitness
   tx = optim.make_optimizer(config.optimizer, steps)
   make = lambda m, d: fitness.PopulationEvaluator(space, dataset.num_classes, dataset.image_shape, tx,
-                                               chunk_size=population, eval_batch_size=int(f.eval_batch_size),
-                                               num_devices=d, microbatch=m)
+                                                  chunk_size=population, eval_batch_size=int(f.eval_batch_size),
+                                                  num_devices=d, microbatch=m)
   evaluators = {"loop": make(0, 1)}
   evaluators.update({vmap_name(m, d): make(m, d) for d in device_counts for m in microbatches})
   data = fitness.make_fitness_data(dataset.train.images, dataset.train.labels, dataset.val.images,
-                                dataset.val.labels, batch_size=int(f.batch_size), num_steps=steps,
-                                seed=config.seed, eval_batch_size=int(f.eval_batch_size))
+                                   dataset.val.labels, batch_size=int(f.batch_size), num_steps=steps,
+                                   seed=config.seed, eval_batch_size=int(f.eval_batch_size))
   genomes = space.spec.sample(jax.random.key(config.seed), population)
   keys = fitness.individual_keys(jax.random.key(config.seed + 1), 0, population)
   paths = {path: (ev.sequential if path == "loop" else ev) for path, ev in evaluators.items()}

@@ -248,15 +248,16 @@ def test_termination_target_patience_and_max_generations():
 
 
 def test_parents_are_the_rows_ask_breeds_from():
-  ga = ev.GeneticAlgorithm(SPEC, 6, selection="tournament")
+  ga = ev.GeneticAlgorithm(SPEC, 8, max_generations=20)  # the GA of the termination test: compiled once
+  steps = ev.compiled_steps(ga)
   state = ga.init(jax.random.key(0), ga.default_params())
-  state = ga.tell_initial(jnp.arange(6.0), state, ga.default_params())
+  state = steps.tell_initial(jnp.arange(8.0), state, ga.default_params())
   flat = np.asarray(SPEC.to_flat(state.population))
   # With no mutation, a child is parent 1 where P(gene from parent 2) = 0 and parent 2 where it is 1.
   for gcp, which in ((0.0, 0), (1.0, 1)):
     params = ga.default_params(gene_crossover_prob=gcp, mutation_prob=0.0)
-    kids, _ = ga.ask(jax.random.key(7), state, params)
-    rows = ga.parents(jax.random.key(7), state, params)[which]
+    kids, _ = steps.ask(jax.random.key(7), state, params)
+    rows = steps.parents(jax.random.key(7), state, params)[which]
     np.testing.assert_array_equal(np.asarray(SPEC.to_flat(kids)), flat[np.asarray(rows)])
 
 
@@ -281,8 +282,9 @@ def test_shrinking_population_keeps_elites_and_breeds_from_the_living():
       assert fit[g, 0] == fit[g - 1].max()
   rows = ev.history_table(ga, state, SPEC.decode)
   assert [len(r["population_fitness"]) for r in rows] == [6, 4, 3, 3]
+  parents = ev.compiled_steps(ga).parents
   for seed in range(5):  # parents come from the 3 living rows only (5 of the 6 rows are drawn each time)
-    assert max(int(i.max()) for i in ga.parents(jax.random.key(seed), state, params)) < 3
+    assert max(int(i.max()) for i in parents(jax.random.key(seed), state, params)) < 3
   with pytest.raises(DlbookError, match="min_population"):
     ev.GeneticAlgorithm(SPEC, 6, replacement="elitism", num_elites=2, shrink_by=1, min_population=2)
   with pytest.raises(DlbookError, match="need replacement='elitism'"):
@@ -308,11 +310,12 @@ def test_reevaluated_elites_and_a_population_that_all_diverged():
     np.testing.assert_allclose(h["fitness"][g], _quadratic(jax.tree.map(lambda x: x[g], h["population"]), g) + g,
                                rtol=1e-6)
   # The elite is offspring row 0: a copy of the best of the previous population, its own two parents.
-  offspring, _ = ga.ask(jax.random.key(1), state, params)
+  steps = ev.compiled_steps(ga)
+  offspring, _ = steps.ask(jax.random.key(1), state, params)
   best = int(np.argmax(state.fitness))
   for name in SPEC.names:
     np.testing.assert_array_equal(offspring[name][0], state.population[name][best])
-  assert [int(i[0]) for i in ga.parents(jax.random.key(1), state, params)] == [best, best]
+  assert [int(i[0]) for i in steps.parents(jax.random.key(1), state, params)] == [best, best]
   with pytest.raises(DlbookError, match="generation 0: every individual's fitness is non-finite"):
     ev.evolve(ga, params, jax.random.key(0), lambda pop, g: jnp.full(4, jnp.nan))
 

@@ -1,5 +1,6 @@
 """Evolutionary NAS: supernets, vmapped vs sequential fitness, device sharding, the launcher."""
 
+import functools
 import json
 import os
 import shutil
@@ -65,7 +66,7 @@ def test_per_individual_copy_gives_each_individual_the_shared_images():
 @pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.slow), 1, 2, 3])
 def test_chain_supernet_individual_equals_decoded_chain_cnn(seed):
   space = chain_space.ChainSpace(max_conv=3, filter_choices=(4, 8), kernel_choices=(1, 3, 5), max_dense=2,
-                              unit_choices=(8, 16))
+                                 unit_choices=(8, 16))
   shape = (12, 12, 2)
   if seed == 0:  # the book's Table 2.1 genome (filters clipped to this small space)
     genome = space.encode(space.baseline_architecture())
@@ -139,12 +140,23 @@ def _digits_fitness_data(steps):
   c = ml_collections.ConfigDict(dict(name="digits", val_fraction=0.2, normalization="standardize"))
   ds = data_lib.load(c, seed=0)
   data = fitness.make_fitness_data(ds.train.images, ds.train.labels, ds.val.images[:200], ds.val.labels[:200],
-                                batch_size=16, num_steps=steps, seed=0, eval_batch_size=100)
+                                   batch_size=16, num_steps=steps, seed=0, eval_batch_size=100)
   return ds, data
 
 
 SMALL_CHAIN = chain_space.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
-                                  unit_choices=(8, 16), activations=("relu", "tanh"))
+                                     unit_choices=(8, 16), activations=("relu", "tanh"))
+
+
+@functools.lru_cache(maxsize=None)
+def _looped(space):
+  """The sequential (reference) fitness of the test population: the same for every microbatch setting,
+  so it is compiled and run once per space."""
+  ds, data = _digits_fitness_data(steps=6)
+  evaluator = fitness.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=4,
+                                          eval_batch_size=100, num_devices=1)
+  return evaluator.sequential(space.spec.sample(jax.random.key(0), 6), fitness.individual_keys(jax.random.key(1), 0, 6),
+                              data)
 
 
 @pytest.mark.parametrize("space,microbatch", [
@@ -157,11 +169,11 @@ SMALL_CHAIN = chain_space.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_c
 def test_vmap_and_loop_agree_and_the_run_compiles_once(space, microbatch):
   ds, data = _digits_fitness_data(steps=6)
   evaluator = fitness.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=4,
-                                       eval_batch_size=100, num_devices=1, microbatch=microbatch)
+                                          eval_batch_size=100, num_devices=1, microbatch=microbatch)
   genomes = space.spec.sample(jax.random.key(0), 6)  # 6 = a full chunk plus a padded one
   keys = fitness.individual_keys(jax.random.key(1), 0, 6)
   vmapped = evaluator(genomes, keys, data)
-  looped = evaluator.sequential(genomes, keys, data)
+  looped = _looped(space)
   # Same fitness; float summation order may differ, so allow one borderline image of the 200 to flip.
   np.testing.assert_allclose(vmapped.fitness, looped.fitness, atol=1 / 200 + 1e-6)
   np.testing.assert_allclose(vmapped.train_loss, looped.train_loss, rtol=1e-4)
@@ -205,7 +217,7 @@ def test_max_pool_2x2_equals_flax_max_pool_with_gradient_on_ties(shape):
 def test_vmap_microbatch_must_divide_the_chunk():
   with pytest.raises(DlbookError, match="vmap_microbatch"):
     fitness.PopulationEvaluator(SMALL_CHAIN, 10, (8, 8, 1), optax.adam(3e-3), chunk_size=4, eval_batch_size=100,
-                             num_devices=1, microbatch=3)
+                                num_devices=1, microbatch=3)
 
 
 SHARDING_SCRIPT = r"""
@@ -214,13 +226,13 @@ from dlbook.nas import chain_space, fitness
 import tests.test_evolutionary_nas as t
 ds, data = t._digits_fitness_data(steps=4)
 space = chain_space.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
-                            unit_choices=(8, 16), activations=("relu", "tanh"))
+                               unit_choices=(8, 16), activations=("relu", "tanh"))
 genomes = space.spec.sample(jax.random.key(0), 8)
 keys = fitness.individual_keys(jax.random.key(1), 0, 8)
 out = {"devices": jax.device_count()}
 for n, microbatch in ((8, 0), (2, 2), (1, 0)):  # (2, 2): 4 individuals per device, scanned in groups of 2
-  ev = fitness.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=8, eval_batch_size=100,
-                                num_devices=n, microbatch=microbatch)
+  ev = fitness.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=8,
+                                   eval_batch_size=100, num_devices=n, microbatch=microbatch)
   r = ev(genomes, keys, data)
   out[f"fitness_{n}"] = r.fitness.tolist()
   out[f"loss_{n}"] = r.train_loss.tolist()

@@ -10,7 +10,8 @@ It knows nothing about networks; evolutionary NAS (`dlbook.nas`) and the hyperpa
 - `algorithm`: `GeneticAlgorithm`, a stateless ask/tell strategy in the evosax style, with `GAParams`
   (dynamic settings, per-gene probabilities by gene name) and `GAState`.
 - `driver`: `evolve`, the generation loop with a fitness function, a callback and resume;
-  `state_to_tree` / `state_from_tree` for checkpoints; `history_table`.
+  `state_to_tree` / `state_from_tree` for checkpoints; `history_table`; `compiled_steps` (the jitted
+  methods, for a loop written by hand).
 
 A search defines its genome, picks operators and runs the driver:
 
@@ -23,13 +24,14 @@ A search defines its genome, picks operators and runs the driver:
 """
 
 from dlbook.evolution.algorithm import GAParams, GAState, GeneticAlgorithm
-from dlbook.evolution.driver import evolve, generation_keys, history_table, state_from_tree, state_to_tree
+from dlbook.evolution.driver import (Steps, compiled_steps, evolve, generation_keys, history_table, state_from_tree,
+                                     state_to_tree)
 from dlbook.evolution.genome import (CATEGORICAL, GENE_KINDS, INTEGER, LOG_REAL, REAL, Gene, GenomeSpec, Population,
                                      categorical, integer, log_real, population_size, real, stack, take)
 from dlbook.evolution.operators import CROSSOVERS, MUTATIONS, REPLACEMENTS, SELECTIONS
 
 __all__ = [
-    "GAParams", "GAState", "GeneticAlgorithm", "evolve", "generation_keys", "history_table", "state_from_tree",
-    "state_to_tree", "CATEGORICAL", "GENE_KINDS", "INTEGER", "LOG_REAL", "REAL", "Gene", "GenomeSpec", "Population",
-    "categorical", "integer", "log_real", "population_size", "real", "stack", "take", "CROSSOVERS", "MUTATIONS",
-    "REPLACEMENTS", "SELECTIONS"]
+    "GAParams", "GAState", "GeneticAlgorithm", "Steps", "compiled_steps", "evolve", "generation_keys",
+    "history_table", "state_from_tree", "state_to_tree", "CATEGORICAL", "GENE_KINDS", "INTEGER", "LOG_REAL", "REAL",
+    "Gene", "GenomeSpec", "Population", "categorical", "integer", "log_real", "population_size", "real", "stack",
+    "take", "CROSSOVERS", "MUTATIONS", "REPLACEMENTS", "SELECTIONS"]

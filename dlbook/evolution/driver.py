@@ -5,10 +5,12 @@ fitness function `evaluate(population, generation) -> fitness [n]` and calls `ca
 every generation (a search checkpoints there with `state_to_tree`). Resume is at generation
 granularity: pass the state restored with `state_from_tree`; the key of each generation is a pure
 function of (key, generation), so a resumed run reproduces an uninterrupted one exactly.
-`history_table` turns a state's history into one record per generation.
+`compiled_steps(ga)` gives the jitted steps for a loop written by hand; `history_table` turns a state's
+history into one record per generation.
 """
 
-from typing import Any, Callable, Optional, Tuple
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import flax
 import jax
@@ -23,6 +25,20 @@ from dlbook.evolution.genome import Population, population_size, take
 def generation_keys(key) -> Tuple[jax.Array, jax.Array]:
   """(init key, per-generation root); generation g asks with fold_in(root, g), so resume is exact."""
   return tuple(jax.random.split(key))
+
+
+class Steps(NamedTuple):
+  tell_initial: Callable
+  ask: Callable
+  tell: Callable
+  parents: Callable
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_steps(ga: GeneticAlgorithm) -> Steps:
+  """`ga`'s methods jitted once and shared by every equal GA (a resume, a second run, a hand-written
+  loop that also needs `parents`); each compiles on its first call."""
+  return Steps(jax.jit(ga.tell_initial), jax.jit(ga.ask), jax.jit(ga.tell), jax.jit(ga.parents))
 
 
 def _evaluate(ga: GeneticAlgorithm, evaluate, population: Population, generation: int):
@@ -54,10 +70,10 @@ def evolve(ga: GeneticAlgorithm, params: GAParams, key, evaluate: Callable[[Popu
   fitness raises `DlbookError` before its callback, so nothing saved earlier is overwritten.
   """
   init_key, gen_root = generation_keys(key)
-  ask, tell = jax.jit(ga.ask), jax.jit(ga.tell)
+  tell_initial, ask, tell, _ = compiled_steps(ga)
   if state is None:
     state = ga.init(init_key, params, initial_population)
-    state = jax.jit(ga.tell_initial)(_evaluate(ga, evaluate, state.population, 0), state, params)
+    state = tell_initial(_evaluate(ga, evaluate, state.population, 0), state, params)
     _require_finite(state)
     if callback:
       callback(state)
