@@ -10,7 +10,7 @@ batch 32, the preset's training steps and 2,000 validation images) are each trai
   - vmap: the whole population in one compiled, vmapped function (the evolutionary NAS path);
   - loop: the same per-individual function, compiled once, called P times (the reference path).
 Compile time is measured separately; with --repeats > 1 the paths alternate and the fastest
-run of each counts. Any conv formulation of dlbook.nas.supernet (CONV_IMPLS) can be measured; the
+run of each counts. Any conv formulation of dlbook.nas.kernels (CONV_IMPLS) can be measured; the
 default is patches, the fastest on CPU (taps is ~25% slower; per_individual and xla several times).
 The CPU is split into the config's `cpu_devices` XLA devices (--host_devices overrides; the cpu
 preset uses 2, one per core) and the vmap path is timed at every combination of the config's and
@@ -32,15 +32,16 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from dlbook import data as data_lib
-from dlbook.nas import evolutionary_nas as enas
-from dlbook.training import optim, sharding
+from dlbook import runtime
+from dlbook.nas import evolutionary_nas, fitness
+from dlbook.training import optim
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/evolve_chain.py:cpu", "Evolutionary NAS config.")
 flags.DEFINE_integer("population", 16, "Individuals evaluated.")
 flags.DEFINE_integer("train_steps", 0, "Training steps per individual (0: the config's).")
 flags.DEFINE_list("formulations", ["patches"],
-                  "Conv formulations to measure (any of dlbook.nas.supernet.CONV_IMPLS).")
+                  "Conv formulations to measure (any of dlbook.nas.kernels.CONV_IMPLS).")
 flags.DEFINE_list("microbatches", ["2"], "vmap microbatch sizes to time besides the config's (0: the whole "
                   "population in one vmap; m: groups of m vmapped inside one compiled scan, "
                   "fitness.vmap_microbatch; 1: one individual at a time per device).")
@@ -55,7 +56,7 @@ flags.DEFINE_bool("conv_only", False, "Time one conv layer's forward+backward (P
 
 def conv_only(population, formulations, repeats):
   """vmap vs loop for one conv layer, forward and backward, per formulation."""
-  from dlbook.nas.supernet import conv2d
+  from dlbook.nas.kernels import conv2d
   x = jax.random.normal(jax.random.key(0), (population, 64, 14, 14, 32))
   w = jax.random.normal(jax.random.key(1), (population, 5, 5, 32, 32)) * 0.05
   for impl in formulations:
@@ -82,19 +83,19 @@ def vmap_name(microbatch: int, devices: int) -> str:
 def measure(config, dataset, impl, population, steps, repeats, microbatches, device_counts):
   """Loop and vmap (one evaluator per microbatch size and device count) on the same genomes, keys and data."""
   config.space.conv_impl = impl
-  space = enas.make_space(config.space)
+  space = evolutionary_nas.make_space(config.space)
   f = config.fitness
   tx = optim.make_optimizer(config.optimizer, steps)
-  make = lambda m, d: enas.PopulationEvaluator(space, dataset.num_classes, dataset.image_shape, tx,
-                                               chunk_size=population, eval_batch_size=int(f.eval_batch_size),
-                                               num_devices=d, microbatch=m)
+  make = lambda m, d: fitness.PopulationEvaluator(space, dataset.num_classes, dataset.image_shape, tx,
+                                                  chunk_size=population, eval_batch_size=int(f.eval_batch_size),
+                                                  num_devices=d, microbatch=m)
   evaluators = {"loop": make(0, 1)}
   evaluators.update({vmap_name(m, d): make(m, d) for d in device_counts for m in microbatches})
-  data = enas.make_fitness_data(dataset.train.images, dataset.train.labels, dataset.val.images,
-                                dataset.val.labels, batch_size=int(f.batch_size), num_steps=steps,
-                                seed=config.seed, eval_batch_size=int(f.eval_batch_size))
+  data = fitness.make_fitness_data(dataset.train.images, dataset.train.labels, dataset.val.images,
+                                   dataset.val.labels, batch_size=int(f.batch_size), num_steps=steps,
+                                   seed=config.seed, eval_batch_size=int(f.eval_batch_size))
   genomes = space.spec.sample(jax.random.key(config.seed), population)
-  keys = enas.individual_keys(jax.random.key(config.seed + 1), 0, population)
+  keys = fitness.individual_keys(jax.random.key(config.seed + 1), 0, population)
   paths = {path: (ev.sequential if path == "loop" else ev) for path, ev in evaluators.items()}
   out = {}
   for path, ev in evaluators.items():
@@ -115,7 +116,7 @@ def measure(config, dataset, impl, population, steps, repeats, microbatches, dev
 def main(argv):
   del argv
   config = FLAGS.config
-  sharding.split_cpu(FLAGS.host_devices if FLAGS.host_devices >= 0 else int(config.get("cpu_devices", 0)))
+  runtime.split_cpu(FLAGS.host_devices if FLAGS.host_devices >= 0 else int(config.get("cpu_devices", 0)))
   if FLAGS.conv_only:
     print(f"population={FLAGS.population}")
     conv_only(FLAGS.population, FLAGS.formulations, FLAGS.repeats)

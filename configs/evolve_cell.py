@@ -27,7 +27,7 @@ def get_config(preset=None):
       num_nodes=4, channels=16, num_stages=2, cells_per_stage=1, distinct_cells=False, conv_impl="taps"))
   if c.preset == "cpu":
     # Measured on the 2 CPU cores (benchmarks/ga_population.py --config=configs/evolve_cell.py:cpu, P=8,
-    # session 8, docs/nas_evolution.md): patches, the population sharded over the 2 cores, one individual
+    # docs/nas_evolution.md): patches, the population sharded over the 2 cores, one individual
     # at a time per core: 19.5 s against 28.1 s for the fastest loop (patches) and 34.6 s for the taps loop.
     c.space.conv_impl = "patches"
     c.cpu_devices = 2

@@ -12,7 +12,7 @@ Presets (the config argument):
   validation, images resized to 14x14; 2,000 test images for the final check), population 16,
   8 generations of 8 offspring (80 trainings of 150 Adam steps at batch 32), book operators
   (roulette, uniform crossover, point mutation p=0.4, replace-worst). The population is sharded over
-  the 2 CPU cores (cpu_devices=2). About 2 minutes on 2 idle cores (113 s measured in session 8,
+  the 2 CPU cores (cpu_devices=2). About 2 minutes on 2 idle cores (113 s measured,
   docs/nas_evolution.md).
 - full: CIFAR-10 through TFDS (prepared under data.data_dir), the full 32x32 images, a wider space,
   population 32 for 20 generations with 2 epochs of training per individual; for accelerators.
@@ -59,7 +59,7 @@ def base_config(preset, config_file: str):
   c.final_seeds = 4  # best genome and book baseline, each retrained with this many seeds on the test split
   c.num_devices = 0  # 0: every local device; the population axis is sharded over them
   # cpu_devices > 0 splits a CPU backend into that many XLA devices before JAX starts, so the population
-  # shards over the host's cores (dlbook.training.sharding.split_cpu); 0 leaves the CPU as one device.
+  # shards over the host's cores (the launcher calls dlbook.runtime.split_cpu); 0 leaves the CPU as one device.
   c.cpu_devices = 0
 
   if preset == "smoke":
@@ -95,7 +95,7 @@ def get_config(preset=None):
     c.space.unit_choices = (8, 16)
     c.space.activations = ("relu", "tanh")
   elif c.preset == "cpu":
-    # Measured on the 2 CPU cores (benchmarks/ga_population.py, docs/nas_evolution.md, sessions 4 and 8):
+    # Measured on the 2 CPU cores (benchmarks/ga_population.py, docs/nas_evolution.md):
     # patches (im2col + one matmul) is the fastest conv, vmapped or looped; the population sharded over
     # the 2 cores as 2 CPU devices, each device taking its individuals one at a time (groups of 1), ran
     # 1.3x faster than the loop; vmapped groups of 2 on one device stay at parity with it.

@@ -46,15 +46,8 @@ def enable_compilation_cache(min_compile_time_s: float = 2.0):
   """Points JAX's persistent compilation cache at $DLBOOK_COMPILATION_CACHE (default
   ~/.cache/dlbook/jax_compilation_cache; "off" or empty disables it) for compiles that take at least
   `min_compile_time_s`. Returns the directory, or None when disabled."""
-  path = os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR).strip()
-  if path.lower() in ("", "off", "0", "none"):
-    return None
-  import jax  # noqa: PLC0415 (the launchers set XLA flags before JAX's backend starts; importing is fine)
-  path = os.path.abspath(os.path.expanduser(path))
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time_s)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  return path
+  from dlbook import runtime  # noqa: PLC0415
+  return runtime.enable_compilation_cache(min_compile_time_s)
 
 
 def run(main) -> None:

@@ -13,7 +13,7 @@ TensorBoard events and results.json into --workdir.
 from absl import flags
 from ml_collections import config_flags
 
-from dlbook import launch
+from dlbook import launch, runtime
 from dlbook.nas import evolutionary_nas
 
 FLAGS = flags.FLAGS
@@ -25,6 +25,7 @@ def main(argv):
   del argv
   config = launch.require_flag(FLAGS.config, "config")
   workdir = launch.workdir_path(launch.require_flag(FLAGS.workdir, "workdir"))
+  runtime.split_cpu(int(config.get("cpu_devices", 0)))  # before the first JAX operation
   results = evolutionary_nas.search(config, workdir)
   m = results["metrics"]
   line = (f"best_fitness={m['best_fitness']:.4f} initial_mean={m['initial_population_mean_fitness']:.4f} "

@@ -1,5 +1,6 @@
 """Evolutionary NAS: supernets, vmapped vs sequential fitness, device sharding, the launcher."""
 
+import functools
 import json
 import os
 import shutil
@@ -17,14 +18,15 @@ from tests.conftest import ROOT, run_launcher
 from dlbook import data as data_lib
 from dlbook import models
 from dlbook.errors import DlbookError
-from dlbook.nas import cell_supernet, evolution, evolutionary_nas as enas, supernet
+from dlbook import evolution
+from dlbook.nas import cell_space, chain_space, evolutionary_nas, fitness, kernels
 
 
 def test_conv_formulations_agree_with_lax_conv_under_vmap_and_grad():
   x = jax.random.normal(jax.random.key(0), (3, 2, 7, 7, 4))
   w = jax.random.normal(jax.random.key(1), (3, 5, 5, 4, 6))
   for stride in (1, 2):
-    loss = lambda impl: (lambda x, w: jnp.sum(jnp.sin(supernet.conv2d(x, w, impl, stride))))
+    loss = lambda impl: (lambda x, w: jnp.sum(jnp.sin(kernels.conv2d(x, w, impl, stride))))
     ref = jax.vmap(jax.value_and_grad(loss("xla"), argnums=(0, 1)))(x, w)
     for impl in ("taps", "patches", "per_individual"):
       out = jax.jit(jax.vmap(jax.value_and_grad(loss(impl), argnums=(0, 1))))(x, w)
@@ -32,39 +34,39 @@ def test_conv_formulations_agree_with_lax_conv_under_vmap_and_grad():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     # Shared input (the first layer sees the same images for every individual).
     for impl in ("per_individual", "patches"):
-      shared = jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(x[0], w, impl, stride)
-      np.testing.assert_allclose(shared, jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(
+      shared = jax.vmap(kernels.conv2d, in_axes=(None, 0, None, None))(x[0], w, impl, stride)
+      np.testing.assert_allclose(shared, jax.vmap(kernels.conv2d, in_axes=(None, 0, None, None))(
           x[0], w, "xla", stride), rtol=1e-4, atol=1e-4)
       # ... and its gradients with respect to the shared input and the per-individual kernels
-      g = lambda impl: jax.grad(lambda x, w: jnp.sum(jnp.sin(jax.vmap(supernet.conv2d, in_axes=(None, 0, None, None))(
+      g = lambda impl: jax.grad(lambda x, w: jnp.sum(jnp.sin(jax.vmap(kernels.conv2d, in_axes=(None, 0, None, None))(
           x, w, impl, stride))), argnums=(0, 1))(x[0], w)
       for a, b in zip(g("xla"), g(impl)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
   # Nested vmap (population of populations) folds both axes correctly.
   xx, ww = x[:, None].repeat(2, 1), w[:, None].repeat(2, 1)
-  nested = jax.vmap(jax.vmap(lambda a, b: supernet.conv2d(a, b, "patches")))(xx, ww)
-  np.testing.assert_allclose(nested[:, 1], jax.vmap(lambda a, b: supernet.conv2d(a, b, "xla"))(x, w),
+  nested = jax.vmap(jax.vmap(lambda a, b: kernels.conv2d(a, b, "patches")))(xx, ww)
+  np.testing.assert_allclose(nested[:, 1], jax.vmap(lambda a, b: kernels.conv2d(a, b, "xla"))(x, w),
                              rtol=1e-4, atol=1e-4)
 
 
 def test_per_individual_copy_gives_each_individual_the_shared_images():
   images = jnp.arange(12.0).reshape(2, 3, 2)
   individual = jnp.arange(4)
-  np.testing.assert_array_equal(enas.per_individual_copy(images, individual[0]), images)  # identity outside vmap
+  np.testing.assert_array_equal(fitness.per_individual_copy(images, individual[0]), images)  # identity outside vmap
   # Shared images become population-major copies (the layout the rest of the network uses).
-  f = jax.jit(jax.vmap(lambda i: enas.per_individual_copy(images, i) * (i + 1)))
+  f = jax.jit(jax.vmap(lambda i: fitness.per_individual_copy(images, i) * (i + 1)))
   np.testing.assert_array_equal(f(individual), np.stack([images * (i + 1) for i in range(4)]))
   # Images already batched are passed through unchanged.
   batched = jnp.stack([images + i for i in range(4)])
-  np.testing.assert_array_equal(jax.vmap(enas.per_individual_copy)(batched, individual), batched)
-  jaxpr = str(jax.make_jaxpr(jax.vmap(lambda i: enas.per_individual_copy(images, i)))(individual))
+  np.testing.assert_array_equal(jax.vmap(fitness.per_individual_copy)(batched, individual), batched)
+  jaxpr = str(jax.make_jaxpr(jax.vmap(lambda i: fitness.per_individual_copy(images, i)))(individual))
   assert "f32[4,2,3,2]" in jaxpr
 
 
 @pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.slow), 1, 2, 3])
 def test_chain_supernet_individual_equals_decoded_chain_cnn(seed):
-  space = supernet.ChainSpace(max_conv=3, filter_choices=(4, 8), kernel_choices=(1, 3, 5), max_dense=2,
-                              unit_choices=(8, 16))
+  space = chain_space.ChainSpace(max_conv=3, filter_choices=(4, 8), kernel_choices=(1, 3, 5), max_dense=2,
+                                 unit_choices=(8, 16))
   shape = (12, 12, 2)
   if seed == 0:  # the book's Table 2.1 genome (filters clipped to this small space)
     genome = space.encode(space.baseline_architecture())
@@ -73,10 +75,10 @@ def test_chain_supernet_individual_equals_decoded_chain_cnn(seed):
   model = space.model(10)
   variables = space.init(model, jax.random.key(seed + 10), shape, genome)
   chain = models.build("chain_cnn", num_classes=10, **space.decode(genome))
-  cut = supernet.slice_to_chain_cnn(space, variables, genome, shape)
+  cut = chain_space.slice_to_chain_cnn(space, variables, genome, shape)
   reference = chain.init(jax.random.key(0), jnp.zeros((1,) + shape))
   assert jax.tree.map(jnp.shape, reference) == jax.tree.map(jnp.shape, cut)
-  assert supernet.parameter_count(space, genome, shape, 10) == sum(x.size for x in jax.tree.leaves(reference["params"]))
+  assert chain_space.parameter_count(space, genome, shape, 10) == sum(x.size for x in jax.tree.leaves(reference["params"]))
   x = jax.random.normal(jax.random.key(seed + 20), (5,) + shape)
   for train in (False, True):
     kw = dict(mutable=["batch_stats"]) if train else {}
@@ -84,32 +86,32 @@ def test_chain_supernet_individual_equals_decoded_chain_cnn(seed):
     b = chain.apply(cut, x, train=train, **kw)
     if train:  # the updated BatchNorm statistics agree too
       (a, sa), (b, sb) = a, b
-      np.testing.assert_allclose(supernet.slice_to_chain_cnn(space, dict(variables, **sa), genome, shape)
+      np.testing.assert_allclose(chain_space.slice_to_chain_cnn(space, dict(variables, **sa), genome, shape)
                                  ["batch_stats"]["bn_0"]["mean"], sb["batch_stats"]["bn_0"]["mean"], atol=1e-6)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_search_space_inputs_are_checked():
-  space = supernet.ChainSpace(filter_choices=(8, 16), kernel_choices=(3, 5))
+  space = chain_space.ChainSpace(filter_choices=(8, 16), kernel_choices=(3, 5))
   with pytest.raises(DlbookError, match="conv_kernel.*7.*valid: \\[3, 5\\]"):
     space.encode(dict(n_conv=1, conv_filters=(8,), conv_kernel=(7,), n_dense=1, dense_units=(32,),
                       activation="relu"))
   with pytest.raises(DlbookError, match="odd"):
-    supernet.ChainSpace(kernel_choices=(2, 4))
+    chain_space.ChainSpace(kernel_choices=(2, 4))
   with pytest.raises(DlbookError, match="unknown activations \\['swishy'\\]"):
-    supernet.ChainSpace(activations=("relu", "swishy"))
+    chain_space.ChainSpace(activations=("relu", "swishy"))
   with pytest.raises(DlbookError, match="cell ops"):
-    cell_supernet.CellSpace(ops=("none", "conv_7x7"))
+    cell_space.CellSpace(ops=("none", "conv_7x7"))
   with pytest.raises(DlbookError, match="unknown search space 'graph'"):
-    enas.make_space(ml_collections.ConfigDict({"name": "graph"}))
+    evolutionary_nas.make_space(ml_collections.ConfigDict({"name": "graph"}))
   with pytest.raises(DlbookError, match="search space 'chain'.*max_layers"):
-    enas.make_space(ml_collections.ConfigDict({"name": "chain", "max_layers": 3}))
+    evolutionary_nas.make_space(ml_collections.ConfigDict({"name": "chain", "max_layers": 3}))
 
 
 def test_cell_edge_computes_the_selected_operation():
   x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
-  edge = cell_supernet.Edge(cell_supernet.OPS, 4)
-  onehot = jax.nn.one_hot(cell_supernet.OPS.index("conv_5x5"), len(cell_supernet.OPS))
+  edge = cell_space.Edge(cell_space.OPS, 4)
+  onehot = jax.nn.one_hot(cell_space.OPS.index("conv_5x5"), len(cell_space.OPS))
   variables = edge.init(jax.random.key(1), x, onehot, False)
   kernel = variables["params"]["kernel"]
   bn = variables["params"]["bn"]
@@ -123,27 +125,38 @@ def test_cell_edge_computes_the_selected_operation():
                        / jax.lax.reduce_window(jnp.ones_like(x), 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1),
                                                "SAME")),
       "conv_3x3": bn_eval(conv(kernel[1:4, 1:4])), "conv_5x5": bn_eval(conv(kernel))}
-  for i, op in enumerate(cell_supernet.OPS):
-    out = edge.apply(variables, x, jax.nn.one_hot(i, len(cell_supernet.OPS)), False)
+  for i, op in enumerate(cell_space.OPS):
+    out = edge.apply(variables, x, jax.nn.one_hot(i, len(cell_space.OPS)), False)
     np.testing.assert_allclose(out, expected[op], rtol=1e-5, atol=1e-5, err_msg=op)
-  space = cell_supernet.CellSpace(num_nodes=4)
+  space = cell_space.CellSpace(num_nodes=4)
   assert space.spec.num_genes == 6  # 4 nodes: 6 edges, one op gene each (Fig. 2.2)
   arch = space.decode(space.encode(space.baseline_architecture()))
   assert arch["cells"][0][-1] == ("conv_3x3", 2, 3)
   np.testing.assert_array_equal(space.arch(space.encode(arch))["onehot"][0, 0],
-                                jax.nn.one_hot(cell_supernet.OPS.index("conv_3x3"), 6))
+                                jax.nn.one_hot(cell_space.OPS.index("conv_3x3"), 6))
 
 
 def _digits_fitness_data(steps):
   c = ml_collections.ConfigDict(dict(name="digits", val_fraction=0.2, normalization="standardize"))
   ds = data_lib.load(c, seed=0)
-  data = enas.make_fitness_data(ds.train.images, ds.train.labels, ds.val.images[:200], ds.val.labels[:200],
-                                batch_size=16, num_steps=steps, seed=0, eval_batch_size=100)
+  data = fitness.make_fitness_data(ds.train.images, ds.train.labels, ds.val.images[:200], ds.val.labels[:200],
+                                   batch_size=16, num_steps=steps, seed=0, eval_batch_size=100)
   return ds, data
 
 
-SMALL_CHAIN = supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
-                                  unit_choices=(8, 16), activations=("relu", "tanh"))
+SMALL_CHAIN = chain_space.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
+                                     unit_choices=(8, 16), activations=("relu", "tanh"))
+
+
+@functools.lru_cache(maxsize=None)
+def _looped(space):
+  """The sequential (reference) fitness of the test population: the same for every microbatch setting,
+  so it is compiled and run once per space."""
+  ds, data = _digits_fitness_data(steps=6)
+  evaluator = fitness.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=4,
+                                          eval_batch_size=100, num_devices=1)
+  return evaluator.sequential(space.spec.sample(jax.random.key(0), 6), fitness.individual_keys(jax.random.key(1), 0, 6),
+                              data)
 
 
 @pytest.mark.parametrize("space,microbatch", [
@@ -151,41 +164,41 @@ SMALL_CHAIN = supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choi
     # groups of 2 vmapped inside one compiled scan (fitness.vmap_microbatch); also in the 8-device test
     pytest.param(SMALL_CHAIN, 2, marks=pytest.mark.slow),
     (SMALL_CHAIN, 1),  # one individual at a time inside the compiled scan (the cpu preset, per device)
-    pytest.param(cell_supernet.CellSpace(num_nodes=3, channels=4, num_stages=1), 0, marks=pytest.mark.slow),
+    pytest.param(cell_space.CellSpace(num_nodes=3, channels=4, num_stages=1), 0, marks=pytest.mark.slow),
 ], ids=["chain", "chain_microbatch2", "chain_microbatch1", "cell"])
 def test_vmap_and_loop_agree_and_the_run_compiles_once(space, microbatch):
   ds, data = _digits_fitness_data(steps=6)
-  evaluator = enas.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=4,
-                                       eval_batch_size=100, num_devices=1, microbatch=microbatch)
+  evaluator = fitness.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=4,
+                                          eval_batch_size=100, num_devices=1, microbatch=microbatch)
   genomes = space.spec.sample(jax.random.key(0), 6)  # 6 = a full chunk plus a padded one
-  keys = enas.individual_keys(jax.random.key(1), 0, 6)
+  keys = fitness.individual_keys(jax.random.key(1), 0, 6)
   vmapped = evaluator(genomes, keys, data)
-  looped = evaluator.sequential(genomes, keys, data)
+  looped = _looped(space)
   # Same fitness; float summation order may differ, so allow one borderline image of the 200 to flip.
   np.testing.assert_allclose(vmapped.fitness, looped.fitness, atol=1 / 200 + 1e-6)
   np.testing.assert_allclose(vmapped.train_loss, looped.train_loss, rtol=1e-4)
   assert vmapped.fitness.shape == (6,) and np.all((0 <= vmapped.fitness) & (vmapped.fitness <= 1))
   # A later generation (new genomes, new keys) and another evaluation split reuse the executable.
-  again = evaluator(space.spec.sample(jax.random.key(2), 4), enas.individual_keys(jax.random.key(1), 1, 4),
-                    enas.with_eval_split(data, ds.test.images[:150], ds.test.labels[:150], 100))
+  again = evaluator(space.spec.sample(jax.random.key(2), 4), fitness.individual_keys(jax.random.key(1), 1, 4),
+                    fitness.with_eval_split(data, ds.test.images[:150], ds.test.labels[:150], 100))
   assert again.fitness.shape == (4,)
   assert evaluator.num_traces == 1 and evaluator.num_compilations == 1
   # Different keys give different initial weights (so different training), same keys the same.
-  other = evaluator(genomes, enas.individual_keys(jax.random.key(9), 0, 6), data)
+  other = evaluator(genomes, fitness.individual_keys(jax.random.key(9), 0, 6), data)
   assert not np.allclose(other.train_loss, vmapped.train_loss)
 
 
 def test_fused_activation_equals_each_activation_with_its_gradient():
   from dlbook.models.chain_cnn import ACTIVATIONS
   x = jnp.concatenate([jnp.linspace(-30.0, 30.0, 2001), jnp.array([0.0, 1e-8, -1e-8])])
-  names = supernet.FUSED_ACTIVATIONS
+  names = kernels.FUSED_ACTIVATIONS
   for i, name in enumerate(names):
-    fused = lambda v: supernet.fused_activation(i, v, names)
+    fused = lambda v: kernels.fused_activation(i, v, names)
     np.testing.assert_allclose(fused(x), ACTIVATIONS[name](x), atol=3e-7, err_msg=name)
     np.testing.assert_allclose(jax.vmap(jax.grad(fused))(x), jax.vmap(jax.grad(ACTIVATIONS[name]))(x), atol=1e-6,
                                err_msg=name)
   # Under vmap each individual gets its own activation.
-  out = jax.vmap(lambda i: supernet.fused_activation(i, x, names))(jnp.arange(4))
+  out = jax.vmap(lambda i: kernels.fused_activation(i, x, names))(jnp.arange(4))
   for i, name in enumerate(names):
     np.testing.assert_allclose(out[i], ACTIVATIONS[name](x), atol=3e-7)
 
@@ -194,7 +207,7 @@ def test_fused_activation_equals_each_activation_with_its_gradient():
 def test_max_pool_2x2_equals_flax_max_pool_with_gradient_on_ties(shape):
   import flax.linen as nn
   x = jnp.asarray(np.random.default_rng(0).integers(-2, 3, shape), jnp.float32)  # many tied maxima
-  ours, flax_pool = supernet.max_pool_2x2, lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+  ours, flax_pool = kernels.max_pool_2x2, lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
   np.testing.assert_array_equal(ours(x), flax_pool(x))
   weights = jnp.arange(ours(x).size, dtype=jnp.float32).reshape(ours(x).shape)
   grad = lambda pool: jax.grad(lambda v: jnp.sum(pool(v) * weights))(x)
@@ -203,23 +216,23 @@ def test_max_pool_2x2_equals_flax_max_pool_with_gradient_on_ties(shape):
 
 def test_vmap_microbatch_must_divide_the_chunk():
   with pytest.raises(DlbookError, match="vmap_microbatch"):
-    enas.PopulationEvaluator(SMALL_CHAIN, 10, (8, 8, 1), optax.adam(3e-3), chunk_size=4, eval_batch_size=100,
-                             num_devices=1, microbatch=3)
+    fitness.PopulationEvaluator(SMALL_CHAIN, 10, (8, 8, 1), optax.adam(3e-3), chunk_size=4, eval_batch_size=100,
+                                num_devices=1, microbatch=3)
 
 
 SHARDING_SCRIPT = r"""
 import json, jax, numpy as np, optax
-from dlbook.nas import supernet, evolutionary_nas as enas
+from dlbook.nas import chain_space, fitness
 import tests.test_evolutionary_nas as t
 ds, data = t._digits_fitness_data(steps=4)
-space = supernet.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
-                            unit_choices=(8, 16), activations=("relu", "tanh"))
+space = chain_space.ChainSpace(max_conv=2, filter_choices=(4, 8), kernel_choices=(3, 5), max_dense=1,
+                               unit_choices=(8, 16), activations=("relu", "tanh"))
 genomes = space.spec.sample(jax.random.key(0), 8)
-keys = enas.individual_keys(jax.random.key(1), 0, 8)
+keys = fitness.individual_keys(jax.random.key(1), 0, 8)
 out = {"devices": jax.device_count()}
 for n, microbatch in ((8, 0), (2, 2), (1, 0)):  # (2, 2): 4 individuals per device, scanned in groups of 2
-  ev = enas.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=8, eval_batch_size=100,
-                                num_devices=n, microbatch=microbatch)
+  ev = fitness.PopulationEvaluator(space, 10, ds.image_shape, optax.adam(3e-3), chunk_size=8,
+                                   eval_batch_size=100, num_devices=n, microbatch=microbatch)
   r = ev(genomes, keys, data)
   out[f"fitness_{n}"] = r.fitness.tolist()
   out[f"loss_{n}"] = r.train_loss.tolist()
@@ -293,6 +306,27 @@ def test_evolve_cell_smoke_runs(tmp_path):
   best = results["metrics"]["best_fitness_per_generation"]
   assert len(best) == 3 and all(b >= a for a, b in zip(best, best[1:]))
   assert os.path.getsize(os.path.join(workdir, "best_architecture.png")) > 0
+
+
+def test_a_diverged_individual_has_no_fitness():
+  # Its accuracy is that of NaN logits: the GA gets NaN (never selected) instead.
+  result = fitness.Evaluation(np.float32([0.5, 0.1, 0.3]), np.float32([1.0, np.nan, np.inf]))
+  np.testing.assert_array_equal(result.ga_fitness(), np.float32([0.5, np.nan, np.nan]))
+  fine = fitness.Evaluation(np.float32([0.5, 0.1]), np.float32([1.0, 2.0]))
+  np.testing.assert_array_equal(fine.ga_fitness(), fine.fitness)
+
+
+@pytest.mark.slow  # minutes on 2 shared cores (compiles a supernet); DLBOOK_SLOW=1
+def test_evolve_stops_with_one_line_when_every_individual_diverges(tmp_path):
+  workdir = tmp_path / "diverged"
+  proc = run_launcher("experiments.evolve", "--config=configs/evolve_chain.py:smoke",
+                      "--config.optimizer.learning_rate=1e30", f"--workdir={workdir}")
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "generation 0: every individual's fitness is non-finite" in errors[0], errors
+  assert "Traceback" not in proc.stderr
+  assert not (workdir / "results.json").exists() and not (workdir / "best_architecture.json").exists()
+  assert not (workdir / "checkpoints").exists() or not os.listdir(workdir / "checkpoints")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -181,35 +181,6 @@ def test_eight_device_data_parallel_equals_single_device(tmp_path):
   assert abs(acc1 - acc8) <= 0.01
 
 
-SPLIT_CPU_SCRIPT = r"""
-from dlbook.training import sharding
-before = sharding.split_cpu(2)  # a fresh process: JAX has not started yet
-import jax
-print("SPLIT", before, jax.device_count(), len(jax.devices("cpu")))
-"""
-
-
-def test_split_cpu_before_jax_starts_makes_that_many_devices():
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  proc = subprocess.run([sys.executable, "-c", SPLIT_CPU_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert [l for l in proc.stdout.splitlines() if l.startswith("SPLIT")] == ["SPLIT 2 2 2"]
-
-
-def test_split_cpu_after_jax_started_warns_and_changes_nothing(caplog):
-  from dlbook.training import sharding
-  count = len(jax.devices("cpu"))  # this test process's backend is running
-  assert sharding.split_cpu(0) == count
-  with caplog.at_level("WARNING"):
-    assert sharding.split_cpu(count + 1) == count
-  assert f"cpu_devices={count + 1} not applied" in caplog.text
-  assert len(jax.devices("cpu")) == count
-  with pytest.raises(DlbookError, match="cpu_devices must be >= 0"):
-    sharding.split_cpu(-1)
-
-
 @pytest.mark.parametrize("args,message", [
     (["--config.data.name=cifar11"], "unknown dataset 'cifar11'"),
     (["--config.model_name=resnet9000"], "unknown model 'resnet9000'"),

@@ -1,4 +1,4 @@
-"""`dlbook-stego`: hide a message in a PNG image, and reveal it (SPEC §5 "User-facing use").
+"""`dlbook-stego`: hide a message in a PNG image, and reveal it (the user-facing use of GAN steganography, book ch. 8).
 
   dlbook-stego hide   --cover IN.png (--message TEXT | --message-file FILE|-) --out OUT.png
                       [--key-file FILE|- | --no-key | --key PASSPHRASE] [--model DIR]

@@ -1,4 +1,4 @@
-"""Payload framing for the hide/reveal tool (SPEC §5 "User-facing use").
+"""Payload framing for the hide/reveal tool (the user-facing use of GAN steganography, book ch. 8).
 
 A message (bytes) becomes exactly `capacity_bits` bits to embed, and back. Two frame formats;
 both put a header first and then as many whole copies of the Reed-Solomon coded body as fit

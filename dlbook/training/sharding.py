@@ -5,35 +5,10 @@ from typing import Optional
 
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dlbook.errors import require
 from dlbook.training import distributed
-
-
-def split_cpu(num_devices: int) -> int:
-  """Splits JAX's CPU backend into `num_devices` XLA devices (`jax_num_cpu_devices`), so that work sharded
-  over devices (e.g. a GA population, `PopulationEvaluator`) runs concurrently on the host's cores, one
-  share per device. Returns the number of CPU devices in effect.
-
-  It works only before the first JAX operation starts the backends. If they have already started with
-  another count (a notebook that ran JAX first, a test process), it logs a warning and changes nothing:
-  sharded results are the same on any device count, only the speed differs. 0 leaves the backend
-  alone. An accelerator, when present, stays the default backend; this only splits the host.
-  """
-  require(int(num_devices) >= 0, f"cpu_devices must be >= 0, got {num_devices}")
-  if num_devices:
-    try:
-      jax.config.update("jax_num_cpu_devices", int(num_devices))
-    except RuntimeError:
-      pass
-  count = len(jax.devices("cpu"))
-  if num_devices and count != num_devices:
-    logging.warning("cpu_devices=%d not applied: JAX's CPU backend had already started with %d device(s) "
-                    "(call jax.config.update('jax_num_cpu_devices', %d) before any JAX operation); "
-                    "results are unchanged, only slower", num_devices, count, num_devices)
-  return count
 
 
 def data_mesh(num_devices: Optional[int] = None) -> Mesh:

@@ -28,10 +28,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dlbook import evolution
 from dlbook.errors import require
-from dlbook.nas import evolution
 from dlbook.models.darts import operations as darts_ops
-from dlbook.nas.supernet import CONV_IMPLS, centred_kernel_mask, conv2d, max_pool_2x2
+from dlbook.nas.kernels import CONV_IMPLS, centred_kernel_mask, conv2d, max_pool_2x2
 
 OPS = ("none", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "conv_3x3", "conv_5x5")
 CONV_KERNEL = {"conv_3x3": 3, "conv_5x5": 5}
@@ -58,7 +58,7 @@ class Edge(nn.Module):
     convs = [o for o in self.ops if o in CONV_KERNEL]
     outs = {"none": jnp.zeros_like(x), "skip_connect": x}
     if "max_pool_3x3" in self.ops:
-      # The DARTS op's gather-form gradient: nn.max_pool's gradient is slow under vmap (supernet.max_pool_2x2).
+      # The DARTS op's gather-form gradient: nn.max_pool's gradient is slow under vmap (kernels.max_pool_2x2).
       outs["max_pool_3x3"] = darts_ops.max_pool_3x3(x, 1)
     if "avg_pool_3x3" in self.ops:
       outs["avg_pool_3x3"] = avg_pool_3x3(x)
