@@ -127,11 +127,14 @@ def value(text: str, name: str):
 
 
 def reference_device() -> str:
-  try:
-    import torch
-  except ImportError:
+  """"" without torch; "cpu" at smoke size (torch not imported here), else "cuda" where torch sees a GPU."""
+  import importlib.util
+  if importlib.util.find_spec("torch") is None:
     return ""
-  return "cuda" if torch.cuda.is_available() and not FLAGS.smoke else "cpu"
+  if FLAGS.smoke:
+    return "cpu"
+  import torch
+  return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def commands(part: str, ref_device: str):
@@ -140,7 +143,7 @@ def commands(part: str, ref_device: str):
   if part.startswith("ref_"):
     flags_ = [f"--{k}={v}" for k, v in s.items()]
     return [sys.executable, "-m", "benchmarks.reference_darts", FLAGS.reference_cnn, "--device", ref_device,
-            "--parts", part[4:]] + flags_ + timing
+            "--parts", part[4:]] + flags_ + timing + (["--threads", "1"] if FLAGS.smoke else [])
   if part.startswith("ga"):
     population = 2 if FLAGS.smoke else int(part[2:])
     config = "configs/evolve_chain.py:smoke" if FLAGS.smoke else FLAGS.ga_config
