@@ -17,7 +17,8 @@ time and size are a proxy for what a GPU compiles, not its GPU speed.
 Prints one name=value line per step and kernel set: `lower_s`, `compile_s` (wall) and `compile_cpu_s`
 (this process's CPU seconds while compiling: steadier on a shared machine), `hlo_instructions` and
 `fusions` (counted in the optimised HLO text), and `cost_analysis` `flops` and `bytes_accessed`.
-`--small` uses a 3-cell C=8 network at batch 8 (both steps), for a quick check.
+`stablehlo_ops` counts the operations of the lowered program before XLA optimises it; `--lower_only`
+stops there (seconds instead of minutes). `--small` uses a 3-cell C=8 network at batch 8 (both steps), for a quick check.
 """
 
 import os
@@ -40,6 +41,7 @@ def define_flags():
   flags.DEFINE_integer("eval_batch", 96, "Evaluation network batch size.")
   flags.DEFINE_integer("eval_C", 36, "Evaluation network initial channels.")
   flags.DEFINE_integer("eval_layers", 20, "Evaluation network cells.")
+  flags.DEFINE_bool("lower_only", False, "Lower only (StableHLO operation count; no XLA compile).")
   flags.DEFINE_bool("small", False, "3 cells, C=8, batch 8 for both networks (a quick check).")
 
 
@@ -135,10 +137,14 @@ def measure(step_name: str, kernel_name: str) -> dict:
   t0 = time.perf_counter()
   lowered = jax.jit(fn).lower(*args)
   t1, c1 = time.perf_counter(), time.process_time()
+  # The program before XLA's optimisation passes: StableHLO operations (lines "%x = op ..." of its text).
+  size = dict(stablehlo_ops=len(re.findall(r"^\s*(?:%[\w#:, ]+= )?\"?[a-z_]+\.[a-z_.]+", lowered.as_text(), re.M)))
+  if FLAGS.lower_only:
+    return dict(step=step_name, kernels=kernel_name, **shape, lower_s=t1 - t0, **size)
   compiled = lowered.compile()
   t2, c2 = time.perf_counter(), time.process_time()
   # compile_cpu_s: this process's CPU seconds while compiling, a steadier figure on a shared machine.
-  return dict(step=step_name, kernels=kernel_name, **shape, lower_s=t1 - t0, compile_s=t2 - t1,
+  return dict(step=step_name, kernels=kernel_name, **shape, lower_s=t1 - t0, **size, compile_s=t2 - t1,
               compile_cpu_s=c2 - c1, **program_size(compiled))
 
 
