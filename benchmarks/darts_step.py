@@ -15,6 +15,7 @@ the reference with the same glibc allocator settings dlbook's launchers use (dlb
 `--micro` adds the kernel-formulation measurements behind the choices in dlbook/models/darts/operations.py.
 """
 
+import functools
 import os
 import re
 import statistics
@@ -31,7 +32,8 @@ flags.DEFINE_string("reference_cnn", None, "Path of the reference's cnn/ folder 
 flags.DEFINE_string("reference_tool", "/work/shared/tools/ref_darts_step.py", "The reference timing script.")
 flags.DEFINE_list("orders", ["1", "2"], "DARTS orders to time.")
 flags.DEFINE_list("conv_impls", ["shift"], "dlbook depthwise-separable conv formulations to time "
-                  "(shift = the default of dlbook.models.darts.operations, dense, grouped).")
+                  "(shift = the CPU choice of dlbook.models.darts.operations, grouped = its accelerator choice, "
+                  "dense, auto = per backend).")
 flags.DEFINE_list("hessians", ["exact"], "Second-order hypergradients to time: exact, finite_difference.")
 flags.DEFINE_list("reference_malloc", ["default"], "Allocator settings for the reference: default, tuned.")
 flags.DEFINE_integer("steps", 3, "Timed dlbook steps (median reported).")
@@ -126,7 +128,6 @@ def micro():
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from jax import lax
   from dlbook.models.darts import operations as ops
 
   def bench(fn, *args, rounds=5):
@@ -153,11 +154,10 @@ def micro():
   }
   for name, f in forms.items():
     emit(micro="sep_block_3x3_fwd_bwd", form=name, seconds=bench(grad(f), x, dw, pw))
-  pool_forms = {"custom_gather_grad": lambda x: ops.max_pool_3x3(x, 1),
-                "reduce_window": lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 1, 1, 1),
-                                                             ((0, 0), (1, 1), (1, 1), (0, 0)))}
-  for name, f in pool_forms.items():
-    emit(micro="max_pool_3x3_fwd_bwd", form=name, seconds=bench(jax.grad(lambda x: jnp.sum(f(x) ** 2)), x))
+  for pool in ("max", "avg"):  # pool_impl: gather (the CPU choice) vs xla (reduce_window, the accelerator choice)
+    for impl in ("gather", "xla"):
+      f = functools.partial(ops.max_pool_3x3 if pool == "max" else ops.avg_pool_3x3, stride=1, pool_impl=impl)
+      emit(micro=f"{pool}_pool_3x3_fwd_bwd", pool_impl=impl, seconds=bench(jax.grad(lambda x: jnp.sum(f(x) ** 2)), x))
   libc = ctypes.CDLL("libc.so.6")
   big = lambda x: x[..., None, :] * jnp.arange(9.0)[:, None]  # writes a fresh 38 MB array
   for name, threshold in (("glibc_default_128KiB", 128 * 1024), ("kept_1GiB", 1 << 30)):
@@ -176,7 +176,7 @@ def main(argv):
        devices=len(jax.devices()), cpu_count=os.cpu_count(), load_avg_1min=os.getloadavg()[0])
   if FLAGS.micro:
     micro()
-  for order in map(int, FLAGS.orders):
+  for order in (int(o) for o in FLAGS.orders if o):  # --orders= times the --micro forms only
     reference = {}
     if not FLAGS.skip_reference:
       for malloc in FLAGS.reference_malloc:

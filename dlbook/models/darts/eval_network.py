@@ -25,8 +25,9 @@ import jax.numpy as jnp
 
 from dlbook.errors import require
 from dlbook.models.darts.genotypes import Genotype, resolve_genotype
-from dlbook.models.darts.operations import (DEFAULT_CONV_IMPL, OPS, FactorizedReduce, Identity, ReLUConvBN, Stem,
-                                            batch_norm, check_conv_impl, drop_path, torch_default_init)
+from dlbook.models.darts.operations import (DEFAULT_CONV_IMPL, DEFAULT_POOL_IMPL, OPS, FactorizedReduce, Identity,
+                                            ReLUConvBN, Stem, batch_norm, check_conv_impl, check_pool_impl, drop_path,
+                                            torch_default_init)
 from dlbook.models.darts.search_network import is_reduction
 from dlbook.models.registry import register
 
@@ -39,6 +40,7 @@ class EvalCell(nn.Module):
   reduction_prev: bool
   drop_path_prob: float = 0.0
   conv_impl: str = DEFAULT_CONV_IMPL
+  pool_impl: str = DEFAULT_POOL_IMPL
 
   @nn.compact
   def __call__(self, s0, s1, train: bool):
@@ -56,7 +58,7 @@ class EvalCell(nn.Module):
       for k in (2 * i, 2 * i + 1):
         name, index = edges[k]
         stride = 2 if self.reduction and index < 2 else 1
-        op = OPS[name](c, stride, True, conv_impl=self.conv_impl, name=f"op_{k}")
+        op = OPS[name](c, stride, True, conv_impl=self.conv_impl, pool_impl=self.pool_impl, name=f"op_{k}")
         h = op(states[index], train)
         if train and self.drop_path_prob > 0 and not isinstance(op, Identity):
           h = drop_path(self.make_rng("dropout"), h, self.drop_path_prob)
@@ -84,7 +86,8 @@ class AuxiliaryHead(nn.Module):
 
 
 class EvalNetwork(nn.Module):
-  """`__call__(x, train)`: logits, or (logits, aux_logits) in training with the auxiliary head."""
+  """`__call__(x, train)`: logits, or (logits, aux_logits) in training with the auxiliary head.
+  `conv_impl` / `pool_impl` pick kernel formulations ("auto": per backend, operations.py)."""
   num_classes: int
   genotype: Genotype
   init_channels: int = 36
@@ -93,6 +96,7 @@ class EvalNetwork(nn.Module):
   drop_path_prob: float = 0.2
   stem_multiplier: int = 3
   conv_impl: str = DEFAULT_CONV_IMPL
+  pool_impl: str = DEFAULT_POOL_IMPL
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -104,7 +108,7 @@ class EvalNetwork(nn.Module):
       reduction = is_reduction(i, self.layers)
       c_curr = c_curr * 2 if reduction else c_curr
       cell = EvalCell(self.genotype, c_curr, reduction, reduction_prev, self.drop_path_prob, self.conv_impl,
-                      name=f"cell_{i}")
+                      self.pool_impl, name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, train)
       reduction_prev = reduction
       if i == 2 * self.layers // 3 and self.auxiliary and (train or self.is_initializing()):
@@ -117,10 +121,11 @@ class EvalNetwork(nn.Module):
 @register("darts_eval")
 def darts_eval(num_classes: int, genotype: Union[str, Genotype, dict] = "DARTS_V2", init_channels: int = 36,
                layers: int = 20, auxiliary: bool = True, drop_path_prob: float = 0.2, stem_multiplier: int = 3,
-               conv_impl: str = DEFAULT_CONV_IMPL) -> EvalNetwork:
+               conv_impl: str = DEFAULT_CONV_IMPL, pool_impl: str = DEFAULT_POOL_IMPL) -> EvalNetwork:
   require(layers >= 3 and init_channels > 0, f"darts_eval needs layers >= 3 and init_channels > 0, got layers="
           f"{layers}, init_channels={init_channels}")
   require(0.0 <= float(drop_path_prob) < 1.0, f"darts_eval drop_path_prob must be in [0, 1), got {drop_path_prob}")
   check_conv_impl(conv_impl)
+  check_pool_impl(pool_impl)
   return EvalNetwork(num_classes, resolve_genotype(genotype), init_channels, layers, bool(auxiliary),
-                     float(drop_path_prob), stem_multiplier, conv_impl)
+                     float(drop_path_prob), stem_multiplier, conv_impl, pool_impl)

@@ -7,7 +7,7 @@ depthwise conv, pointwise conv, BN]; skip_connect in a reduction cell is a facto
 is the reference's symmetric explicit padding; BatchNorm has PyTorch's momentum 0.1 (flax 0.9) and
 eps 1e-5; conv and dense kernels use PyTorch's default init, U(+-1/sqrt(fan_in)).
 
-**Kernel formulation (`conv_impl`).** "shift" (the default) writes the depthwise conv as k*k shifted
+**Kernel formulation (`conv_impl`).** "shift" writes the depthwise conv as k*k shifted
 multiply-adds with a gather-form custom gradient (`depthwise_conv`) and the pointwise conv as one matmul.
 "dense" uses that a depthwise conv followed by a pointwise conv is linear, so it equals ONE dense conv
 whose kernel is K[y, x, i, o] = dw[y, x, i] * pw[i, o] (C times more multiply-adds, a GEMM-backed XLA
@@ -20,6 +20,15 @@ Single-op forward timings favour "dense", which is the wrong guide for the super
 parameters are the same in all three (a depthwise and a pointwise kernel, as in the reference), so
 parameter counts, checkpoints and gradients do not depend on the choice; outputs agree to float
 rounding.
+
+**Per backend ("auto", the default of `conv_impl` and `pool_impl`).** The formulations above were chosen
+on a 2-core CPU; on GPUs and TPUs they make very large XLA programs (minutes to compile, and one to two
+orders of magnitude slower than the PyTorch reference on an H200; docs/darts.md "On accelerators").
+"auto" follows `jax.default_backend()`: on "cpu" it is today's CPU choice (`shift` convs, `gather`
+pooling gradients), elsewhere the native XLA kernels the accelerator libraries implement (`grouped`
+depthwise convs through `feature_group_count`, `xla` pooling through `lax.reduce_window` with autodiff's
+gradients). `pool_impl="gather"` is the custom gather-form gradient below; `pool_impl="xla"` is
+`reduce_window`, whose max-pool gradient (`select_and_scatter`) also goes to the first maximum.
 """
 
 import functools
@@ -43,8 +52,13 @@ PRIMITIVES = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
-CONV_IMPLS = ("dense", "grouped", "shift")
-DEFAULT_CONV_IMPL = "shift"
+CONV_IMPLS = ("auto", "dense", "grouped", "shift")
+POOL_IMPLS = ("auto", "gather", "xla")
+DEFAULT_CONV_IMPL = "auto"
+DEFAULT_POOL_IMPL = "auto"
+# What "auto" picks: on the CPU the formulations measured fastest there, elsewhere the native kernels.
+CPU_KERNELS = {"conv_impl": "shift", "pool_impl": "gather"}
+ACCELERATOR_KERNELS = {"conv_impl": "grouped", "pool_impl": "xla"}
 
 # PyTorch's default conv/linear init (kaiming_uniform with a=sqrt(5)) is U(+-1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -52,6 +66,22 @@ torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unif
 
 def check_conv_impl(conv_impl: str) -> None:
   require(conv_impl in CONV_IMPLS, f"unknown conv_impl {conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
+
+
+def check_pool_impl(pool_impl: str) -> None:
+  require(pool_impl in POOL_IMPLS, f"unknown pool_impl {pool_impl!r}; valid: {', '.join(POOL_IMPLS)}")
+
+
+def on_accelerator(backend=None) -> bool:
+  """Whether `backend` (default: `jax.default_backend()`) is a GPU/TPU rather than the CPU."""
+  return (backend or jax.default_backend()) != "cpu"
+
+
+def resolve(name: str, value: str, backend=None) -> str:
+  """The concrete choice for a kernel setting (`conv_impl`, `pool_impl`): `value` unless it is "auto"."""
+  if value != "auto":
+    return value
+  return (ACCELERATOR_KERNELS if on_accelerator(backend) else CPU_KERNELS)[name]
 
 
 def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1, groups: int = 1):
@@ -149,11 +179,23 @@ def pointwise(x, kernel):
   return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(x.shape[:-1] + (kernel.shape[-1],))
 
 
-def max_pool_3x3(x, stride: int):
+def max_pool_3x3(x, stride: int, pool_impl: str = "gather"):
   """3x3 max pooling with padding 1 (padding never wins) on [N, H, W, ...]; the gradient goes to the
-  first maximum in row-major order, as PyTorch's. Custom gradient in gather form: XLA CPU's
-  `reduce_window` max and its `select_and_scatter` gradient run about 5x slower here."""
+  first maximum in row-major order, as PyTorch's. "gather": custom gradient in gather form (XLA CPU's
+  `reduce_window` max and its `select_and_scatter` gradient run about 5x slower there); "xla":
+  `lax.reduce_window` and its autodiff gradient (native on accelerators); "auto": per backend."""
+  pool_impl = resolve("pool_impl", pool_impl)
+  if pool_impl == "xla":
+    return _reduce_window(x, -jnp.inf, lax.max, stride)
+  check_pool_impl(pool_impl)
   return _max_pool_3x3(x, stride, x.shape[1], x.shape[2])
+
+
+def _reduce_window(x, init, op, stride: int):
+  """A 3x3 window reduction with padding 1 over the spatial axes of [N, H, W, ...]."""
+  rest = (1,) * (x.ndim - 3)
+  return lax.reduce_window(x, init, op, (1, 3, 3) + rest, (1, stride, stride) + rest,
+                           ((0, 0), (1, 1), (1, 1)) + ((0, 0),) * len(rest))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -184,14 +226,20 @@ def _max_pool_bwd(stride, in_h, in_w, first, dy):
 _max_pool_3x3.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def avg_pool_3x3(x, stride: int):
-  """3x3 average pooling, padding 1, padding excluded from the count (`count_include_pad=False`)."""
+def avg_pool_3x3(x, stride: int, pool_impl: str = "gather"):
+  """3x3 average pooling, padding 1, padding excluded from the count (`count_include_pad=False`): a sum
+  over the window ("gather": the shifted depthwise conv with its gather-form gradient; "xla":
+  `lax.reduce_window`; "auto": per backend) times 1 / (real pixels per window)."""
+  pool_impl = resolve("pool_impl", pool_impl)
+  check_pool_impl(pool_impl)
   ones = np.ones((x.shape[1] + 2, x.shape[2] + 2), np.float32)
   ones[0], ones[-1], ones[:, 0], ones[:, -1] = 0, 0, 0, 0
   out_h, out_w = output_size(x.shape[1], 3, stride, 1), output_size(x.shape[2], 3, stride, 1)
   count = sum(ones[i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride]
               for i in range(3) for j in range(3))  # real pixels per window, computed at trace time
   inv_count = jnp.asarray((1.0 / count).reshape((1, out_h, out_w) + (1,) * (x.ndim - 3)))
+  if pool_impl == "xla":
+    return _reduce_window(x, 0.0, lax.add, stride) * inv_count
   ones_kernel = jnp.ones((3, 3, 1, x.shape[-1]), x.dtype)
   return depthwise_conv(x, ones_kernel, stride, 1, 1) * inv_count
 
@@ -219,13 +267,14 @@ class DepthwisePointwise(nn.Module):
     c, k = x.shape[-1], self.kernel_size
     dw = self.param("depthwise", torch_default_init, (k, k, 1, c))
     pw = self.param("pointwise", torch_default_init, (1, 1, c, self.features))
-    if self.conv_impl == "dense":
+    conv_impl = resolve("conv_impl", self.conv_impl)
+    if conv_impl == "dense":
       kernel = dw[:, :, 0, :, None] * pw[0, 0][None, None]  # [k, k, C, features]
       return conv2d(x, kernel, self.stride, self.padding, self.dilation)
-    if self.conv_impl == "grouped":
+    if conv_impl == "grouped":
       y = conv2d(x, dw, self.stride, self.padding, self.dilation, groups=c)
     else:
-      check_conv_impl(self.conv_impl)
+      check_conv_impl(conv_impl)
       y = depthwise_conv(x, dw, self.stride, self.padding, self.dilation)
     return pointwise(y, pw[0, 0])
 
@@ -331,10 +380,12 @@ class Pool(nn.Module):
   kind: str
   stride: int
   bn_after: bool = False
+  pool_impl: str = DEFAULT_POOL_IMPL
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = max_pool_3x3(x, self.stride) if self.kind == "max" else avg_pool_3x3(x, self.stride)
+    pool = max_pool_3x3 if self.kind == "max" else avg_pool_3x3
+    x = pool(x, self.stride, self.pool_impl)
     return batch_norm(train, False, "bn")(x) if self.bn_after else x
 
 
@@ -356,25 +407,28 @@ class Zero(nn.Module):
 
 OpConstructor = Callable[..., nn.Module]
 
-# name -> (C, stride, affine, conv_impl=..., name=...) -> module, as the reference's OPS.
+# name -> (C, stride, affine, conv_impl=..., pool_impl=..., name=...) -> module, as the reference's OPS.
 OPS: Dict[str, OpConstructor] = {
-    "none": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: Zero(stride, **kw),
-    "avg_pool_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: Pool("avg", stride, **kw),
-    "max_pool_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: Pool("max", stride, **kw),
-    "skip_connect": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: (
+    "none": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: Zero(
+        stride, **kw),
+    "avg_pool_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: Pool(
+        "avg", stride, pool_impl=pool_impl, **kw),
+    "max_pool_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: Pool(
+        "max", stride, pool_impl=pool_impl, **kw),
+    "skip_connect": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: (
         Identity(**kw) if stride == 1 else FactorizedReduce(C, affine, **kw)),
-    "sep_conv_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: SepConv(
+    "sep_conv_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: SepConv(
         C, 3, stride, 1, affine, conv_impl, **kw),
-    "sep_conv_5x5": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: SepConv(
+    "sep_conv_5x5": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: SepConv(
         C, 5, stride, 2, affine, conv_impl, **kw),
-    "sep_conv_7x7": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: SepConv(
+    "sep_conv_7x7": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: SepConv(
         C, 7, stride, 3, affine, conv_impl, **kw),
-    "dil_conv_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: DilConv(
+    "dil_conv_3x3": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: DilConv(
         C, 3, stride, 2, 2, affine, conv_impl, **kw),
-    "dil_conv_5x5": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: DilConv(
+    "dil_conv_5x5": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: DilConv(
         C, 5, stride, 4, 2, affine, conv_impl, **kw),
-    "conv_7x1_1x7": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, **kw: Conv7x1_1x7(
-        C, stride, affine, **kw),
+    "conv_7x1_1x7": lambda C, stride, affine, conv_impl=DEFAULT_CONV_IMPL, pool_impl=DEFAULT_POOL_IMPL, **kw: (
+        Conv7x1_1x7(C, stride, affine, **kw)),
 }
 
 

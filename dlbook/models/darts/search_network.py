@@ -22,11 +22,25 @@ import jax
 import jax.numpy as jnp
 
 from dlbook.errors import require
-from dlbook.models.darts.operations import (DEFAULT_CONV_IMPL, OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN, Stem,
-                                            check_conv_impl, torch_default_init)
+from dlbook.models.darts.operations import (DEFAULT_CONV_IMPL, DEFAULT_POOL_IMPL, OPS, PRIMITIVES, FactorizedReduce,
+                                            ReLUConvBN, Stem, check_conv_impl, check_pool_impl, on_accelerator,
+                                            torch_default_init)
 from dlbook.models.registry import register
 
 ARCH_NAMES = ("alphas_normal", "alphas_reduce")
+EDGE_IMPLS = ("auto", "scan", "unrolled")
+
+
+def check_edges(edges: str) -> None:
+  require(edges in EDGE_IMPLS, f"unknown edges {edges!r}; valid: {', '.join(EDGE_IMPLS)}")
+
+
+def resolve_edges(edges: str, backend=None) -> str:
+  """"auto": "scan" on the CPU (it keeps the program small enough to compile there), "unrolled" on
+  accelerators (the same stacked parameters; XLA sees straight-line code with static slices)."""
+  if edges != "auto":
+    return edges
+  return "unrolled" if on_accelerator(backend) else "scan"
 
 
 def num_edges(steps: int = 4) -> int:
@@ -54,6 +68,7 @@ class MixedOp(nn.Module):
   channels: int
   stride: int
   conv_impl: str = DEFAULT_CONV_IMPL
+  pool_impl: str = DEFAULT_POOL_IMPL
 
   @nn.compact
   def __call__(self, x, weights, train: bool):
@@ -62,7 +77,8 @@ class MixedOp(nn.Module):
       if primitive == "none":
         continue
       kw = {"bn_after": True} if "pool" in primitive else {}
-      op = OPS[primitive](self.channels, self.stride, False, conv_impl=self.conv_impl, name=primitive, **kw)
+      op = OPS[primitive](self.channels, self.stride, False, conv_impl=self.conv_impl, pool_impl=self.pool_impl,
+                          name=primitive, **kw)
       out = out + weights[k] * op(x, train)
     return out
 
@@ -78,22 +94,24 @@ class EdgeStep(nn.Module):
   stride: int
   train: bool
   conv_impl: str = DEFAULT_CONV_IMPL
+  pool_impl: str = DEFAULT_POOL_IMPL
 
   @nn.compact
   def __call__(self, nodes, xs, sources):
     src, dst, weights = xs
     x = jax.lax.dynamic_index_in_dim(nodes if sources is None else sources, src, keepdims=False)
-    out = MixedOp(self.channels, self.stride, self.conv_impl, name="mixed_op")(x, weights, self.train)
+    out = MixedOp(self.channels, self.stride, self.conv_impl, self.pool_impl, name="mixed_op")(x, weights, self.train)
     current = jax.lax.dynamic_index_in_dim(nodes, dst, keepdims=False)
     return jax.lax.dynamic_update_index_in_dim(nodes, current + out, dst, 0), None
 
 
-def scan_edges(num: int, name: str, remat: bool = False, **kw) -> nn.Module:
+def scan_edges(num: int, name: str, remat: bool = False, unrolled: bool = False, **kw) -> nn.Module:
   """`EdgeStep` scanned over `num` edges; parameters stacked on a leading edge axis. With `remat`, each
-  edge's activations are recomputed in the backward pass instead of being stacked across the scan."""
+  edge's activations are recomputed in the backward pass instead of being stacked across the scan.
+  `unrolled` unrolls the scan completely (same parameters, no loop in the program)."""
   step = nn.remat(EdgeStep, prevent_cse=False) if remat else EdgeStep
   scanned = nn.scan(step, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
-                    in_axes=(0, nn.broadcast), out_axes=0, length=num)
+                    in_axes=(0, nn.broadcast), out_axes=0, length=num, unroll=num if unrolled else 1)
   return scanned(name=name, **kw)
 
 
@@ -110,7 +128,11 @@ class SearchCell(nn.Module):
   `remat_edges` rematerialises every edge (`nn.remat` inside the scan): the backward pass recomputes an
   edge's mixed op instead of keeping its activations for all edges of the scan. Results are identical;
   it trades compute for memory, which second-order DARTS needs (its hypergradient differentiates the
-  whole weight-gradient computation again, and at batch 64 the kept activations outgrow a 24 GB host)."""
+  whole weight-gradient computation again, and at batch 64 the kept activations outgrow a 24 GB host).
+
+  `edges="unrolled"` unrolls both scans (`lax.scan`'s `unroll`): the same parameters and results, but a
+  program of 14 mixed ops in straight-line code, which accelerators run without a loop; "auto" (default)
+  scans on the CPU and unrolls elsewhere (`resolve_edges`)."""
   channels: int
   reduction: bool
   reduction_prev: bool
@@ -118,6 +140,8 @@ class SearchCell(nn.Module):
   multiplier: int = 4
   conv_impl: str = DEFAULT_CONV_IMPL
   remat_edges: bool = False
+  pool_impl: str = DEFAULT_POOL_IMPL
+  edges: str = "auto"
 
   @nn.compact
   def __call__(self, s0, s1, weights, train: bool):
@@ -131,25 +155,28 @@ class SearchCell(nn.Module):
     stride = 2 if self.reduction else 1
     h, w = ((s1.shape[1] + 1) // 2, (s1.shape[2] + 1) // 2) if self.reduction else s1.shape[1:3]
     nodes = jnp.zeros((steps, s1.shape[0], h, w, c), s1.dtype)
+    kw = dict(channels=c, train=train, conv_impl=self.conv_impl, pool_impl=self.pool_impl)
+    unrolled = resolve_edges(self.edges) == "unrolled"
 
     pairs = [(j, i) for i in range(steps) for j in (0, 1)]
     xs = (jnp.asarray([j for j, _ in pairs]), jnp.asarray([i for _, i in pairs]),
           weights[jnp.asarray([edge_index(i, j) for j, i in pairs])])
-    nodes, _ = scan_edges(len(pairs), "input_edges", self.remat_edges, channels=c, stride=stride, train=train,
-                          conv_impl=self.conv_impl)(nodes, xs, jnp.stack([s0, s1]))
+    nodes, _ = scan_edges(len(pairs), "input_edges", self.remat_edges, unrolled, stride=stride, **kw)(
+        nodes, xs, jnp.stack([s0, s1]))
     pairs = [(j, i) for i in range(steps) for j in range(2, i + 2)]
     if pairs:
       xs = (jnp.asarray([j - 2 for j, _ in pairs]), jnp.asarray([i for _, i in pairs]),
             weights[jnp.asarray([edge_index(i, j) for j, i in pairs])])
-      nodes, _ = scan_edges(len(pairs), "inner_edges", self.remat_edges, channels=c, stride=1, train=train,
-                            conv_impl=self.conv_impl)(nodes, xs, None)
+      nodes, _ = scan_edges(len(pairs), "inner_edges", self.remat_edges, unrolled, stride=1, **kw)(nodes, xs, None)
     kept = nodes[steps - self.multiplier:]  # the last `multiplier` nodes, concatenated on channels
     return jnp.concatenate(list(kept), axis=-1)
 
 
 class SearchNetwork(nn.Module):
   """The 8-cell DARTS supernet. `__call__(x, train, weights_normal=None, weights_reduce=None)` returns
-  logits; given, `weights_*` [num_edges, len(PRIMITIVES)] replace softmax(alpha_*) as op weights."""
+  logits; given, `weights_*` [num_edges, len(PRIMITIVES)] replace softmax(alpha_*) as op weights.
+  `conv_impl`, `pool_impl` and `edges` pick kernel formulations ("auto": per backend; operations.py and
+  `SearchCell`); none of them changes parameters or results beyond float rounding."""
   num_classes: int
   init_channels: int = 16
   layers: int = 8
@@ -158,6 +185,8 @@ class SearchNetwork(nn.Module):
   stem_multiplier: int = 3
   conv_impl: str = DEFAULT_CONV_IMPL
   remat_edges: bool = False
+  pool_impl: str = DEFAULT_POOL_IMPL
+  edges: str = "auto"
 
   def arch_weights(self):
     init = lambda key, shape: 1e-3 * jax.random.normal(key, shape)
@@ -171,6 +200,8 @@ class SearchNetwork(nn.Module):
             f"darts_search needs layers >= 3, init_channels > 0 and 1 <= multiplier <= steps; got layers="
             f"{self.layers}, init_channels={self.init_channels}, steps={self.steps}, multiplier={self.multiplier}")
     check_conv_impl(self.conv_impl)
+    check_pool_impl(self.pool_impl)
+    check_edges(self.edges)
     chex.assert_rank(x, 4)
     alphas_normal, alphas_reduce = self.arch_weights()
     shape = alphas_normal.shape
@@ -185,7 +216,7 @@ class SearchNetwork(nn.Module):
       reduction = is_reduction(i, self.layers)
       c_curr = c_curr * 2 if reduction else c_curr
       cell = SearchCell(c_curr, reduction, reduction_prev, self.steps, self.multiplier, self.conv_impl,
-                        self.remat_edges, name=f"cell_{i}")
+                        self.remat_edges, self.pool_impl, self.edges, name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, weights_reduce if reduction else weights_normal, train)
       reduction_prev = reduction
     out = jnp.mean(s1, axis=(1, 2))
@@ -196,8 +227,12 @@ class SearchNetwork(nn.Module):
 
 @register("darts_search")
 def darts_search(num_classes: int, init_channels: int = 16, layers: int = 8, steps: int = 4, multiplier: int = 4,
-                 stem_multiplier: int = 3, conv_impl: str = DEFAULT_CONV_IMPL,
-                 remat_edges: bool = False) -> SearchNetwork:
+                 stem_multiplier: int = 3, conv_impl: str = DEFAULT_CONV_IMPL, remat_edges: bool = False,
+                 pool_impl: str = DEFAULT_POOL_IMPL, edges: str = "auto") -> SearchNetwork:
   check_conv_impl(conv_impl)
+  check_pool_impl(pool_impl)
+  check_edges(edges)
+  require(isinstance(remat_edges, (bool, int)), f"darts_search remat_edges must be true or false, got {remat_edges!r} "
+          f"(\"auto\" is resolved by the search from the DARTS order: dlbook.nas.darts.bilevel.resolve_remat)")
   return SearchNetwork(num_classes, init_channels, layers, steps, multiplier, stem_multiplier, conv_impl,
-                       bool(remat_edges))
+                       bool(remat_edges), pool_impl, edges)
