@@ -35,7 +35,9 @@ def get_config(preset=None):
   c.data = common.data("fashion_mnist", val_fraction=0.5, limit_train=6000,
                        augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=0))
   c.model = ml_collections.ConfigDict(dict(init_channels=8, layers=5, steps=4, multiplier=4, stem_multiplier=3,
-                                           conv_impl="shift", remat_edges=False))
+                                           conv_impl="auto", remat_edges=False))
+  # conv_impl "auto": shifted slices on CPU (the same program as "shift"), grouped XLA convs on GPU/TPU
+  # (docs/accelerators.md).
   # remat_edges: recompute each edge's mixed op in the backward pass (memory for compute). Second-order
   # DARTS needs it at batch 64 on a 24 GB host: XLA's temp buffers for the exact step of the 8-cell C=16
   # supernet measured 51.6 GB without it and 14.7 GB with it (docs/darts.md).

@@ -35,7 +35,9 @@ def get_config(preset=None):
   c.data = common.data("fashion_mnist", limit_train=10000, augment=dict(crop_pad=2, flip=False, rotation=0.0, cutout=8))
   c.model_name = "darts_eval"
   c.model = ml_collections.ConfigDict(dict(init_channels=16, layers=8, auxiliary=False, drop_path_prob=0.2,
-                                           stem_multiplier=3, conv_impl="shift"))
+                                           stem_multiplier=3, conv_impl="auto"))
+  # conv_impl "auto": shifted slices on CPU (the same program as "shift"), grouped XLA convs on GPU/TPU
+  # (docs/accelerators.md).
   c.optimizer = common.optimizer("sgd", 0.025, schedule="cosine", weight_decay=3e-4, grad_clip_norm=5.0)
   c.aux_weight = 0.4  # used only when model.auxiliary
   c.label_smoothing = 0.0
