@@ -64,7 +64,7 @@ def smooth_problem():
 
 
 def test_exact_hypergradient_equals_numerical_derivative_and_finite_difference():
-  """Acceptance 2. On a smooth network (no ReLU, max or BatchNorm on tiny maps) the unrolled objective
+  """On a smooth network (no ReLU, max or BatchNorm on tiny maps) the unrolled objective
   F(alpha) = L_val(w - xi (mu m + grad_w L_train(w, alpha) + lambda w), alpha) is smooth, so central
   differences of F check the exact hypergradient, and the reference's finite-difference
   Hessian-vector product must agree with it. (On the 2-channel supernet of `tiny_problem`, F and
