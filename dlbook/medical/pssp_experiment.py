@@ -259,7 +259,10 @@ class Grid:
     the protein length, so a short one is enough)."""
     if key not in self._inits:
       model, shape = self.model(key), (1, 8, self.data.num_features)
-      self._inits[key] = jax.jit(lambda k: create_train_state(model, k, shape, self.tx))
+      # A strongly typed step counter: a state restored from a checkpoint has one, so a resumed run
+      # reuses the compiled steps instead of compiling them again for a weakly typed counter.
+      self._inits[key] = jax.jit(lambda k: create_train_state(model, k, shape, self.tx).replace(
+          step=jnp.zeros((), jnp.int32)))
     return self._inits[key](jax.random.split(jax.random.key(seed))[0])
 
   def predict(self, state, split) -> np.ndarray:
