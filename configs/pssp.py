@@ -10,12 +10,15 @@ also docs/pssp_results.md and docs/figures/pssp_*.png. Rerunning resumes: finish
 an interrupted one continues from its latest checkpoint.
 
 Presets (the config argument):
-- smoke: the real pdb_dssp chains, a 2-layer 1D-CNN and a simple RNN at tiny widths, 2 epochs, 1 seed.
-  Seconds plus compilation; for tests.
+- smoke: the real pdb_dssp chains, a 2-layer 1D-CNN at tiny widths, 2 epochs, 1 seed. Seconds plus
+  compilation; for tests.
 - cpu (default): the real pdb_dssp chains (one-hot residues; no PSSM profiles exist offline), all 14
-  models of Tables 11.1-11.3 at reduced widths, 3 seeds: 42 runs. Adam 3e-3 (× 0.5 every 40 epochs),
-  batch 8 (3 steps per epoch), at most 60 epochs, early stopping on the validation Q8 with patience 15
-  epochs, BatchNorm momentum 0.9. Measured cost: docs/pssp.md (about an hour on 2 shared cores).
+  models of Tables 11.1-11.3 at reduced widths, 3 seeds: 42 runs. Adam 3e-3 (x 0.5 every 10 epochs),
+  batch 8 (3 steps per epoch), at most 25 epochs, early stopping on the validation Q8 with patience 8
+  epochs, BatchNorm momentum 0.9. Measured cost (docs/pssp.md): 2-4 min per 1D-CNN or recurrent run,
+  ~12 min per cascaded run, longer for the two Inception-BGRUs, on 2 cores at a load average near 20;
+  the 42 runs take several hours there. Models can be split over processes sharing one --workdir
+  (--config.models=...), then --report_only writes the table.
 - full: CB6133-filtered -> CB513 with the book's settings (one-hot + PSSM profiles, 42 features, 700
   residues; batch 64, dropout 0.4, Adam 1e-3 × 0.5 every 40 epochs, early stopping; the models' default
   widths). Needs the published files under --config.data.data_dir and an accelerator. Training on the
