@@ -215,7 +215,9 @@ def encode_rows(sequence: str, dssp: str, length: int = MAX_LENGTH) -> np.ndarra
 
 @SOURCES.register("pdb_dssp")
 def pdb_dssp(data_dir=None, features="onehot", max_length=MAX_LENGTH, val_fraction=0.0, **_) -> SequenceData:
-  """The real chains of ``python -m dlbook.data.build_pdb_dssp`` with its chain-level split."""
+  """The real chains of ``python -m dlbook.data.build_pdb_dssp`` with its chain-level split. With
+  `val_fraction` > 0, whole groups of training chains (same entry, identical sequence or shared 4-mers;
+  `build_pdb_dssp.assign_split`) holding about that fraction of the training residues become `val`."""
   from dlbook.data.build_pdb_dssp import DATA_FILE, DEFAULT_DIR, FORMAT_VERSION
   path = os.path.join(data_dir or DEFAULT_DIR, DATA_FILE)
   require(os.path.exists(path), f"pdb_dssp is not built: {path} is missing; run "
@@ -232,16 +234,30 @@ def pdb_dssp(data_dir=None, features="onehot", max_length=MAX_LENGTH, val_fracti
           f"{path} has format {record.get('format_version')}, expected {FORMAT_VERSION}; rebuild it with --force")
   too_long = [c["name"] for c in chains if len(c["sequence"]) > max_length]
   require(not too_long, f"pdb_dssp chains {too_long} are longer than max_length {max_length}")
+  require(0.0 <= val_fraction < 1.0, f"val_fraction must be in [0, 1), got {val_fraction}")
+  sides = [c["split"] for c in chains]
+  if val_fraction:
+    # Validation chains come from the training side by whole groups (entry, identical sequence, shared
+    # 4-mers), exactly as the test side was chosen, so no near-copy of a validation chain is trained on.
+    from dlbook.data.build_pdb_dssp import Chain, assign_split
+    train_idx = [i for i, side in enumerate(sides) if side == "train"]
+    held = assign_split([Chain(chains[i]["entry"], chains[i]["chain"], chains[i]["sequence"], chains[i]["dssp"])
+                         for i in train_idx], val_fraction)
+    for i, side in zip(train_idx, held):
+      sides[i] = "val" if side == "test" else "train"
   splits = {}
-  for side in ("train", "test"):
-    part = [c for c in chains if c["split"] == side]
+  for side in ("train", "val", "test"):
+    part = [c for c, s in zip(chains, sides) if s == side]
+    if not part:
+      splits[side] = None
+      continue
     rows = np.stack([encode_rows(c["sequence"], c["dssp"], max_length) for c in part])
     splits[side] = rows_to_split(rows, features, [c["name"] for c in part], f"{path}:{side}")
-  train, val = carve_validation(splits["train"], val_fraction)
+  train, val = splits["train"], splits["val"]
   info = {"source": path, "dataset": "pdb_dssp", "features": features, "profiles": False,
           "mkdssp": record.get("mkdssp"), "entries": sorted({c["entry"] for c in chains}),
           "splits": {"train": len(train), "val": 0 if val is None else len(val), "test": len(splits["test"])},
-          "residues": {s: int(v.mask.sum()) for s, v in (("train", train), ("test", splits["test"]))},
+          "residues": {s: int(v.mask.sum()) for s, v in splits.items() if v is not None},
           "note": "real DSSP labels of PDB structures shipped in packages; one-hot residues only, no PSSM "
                   "profiles; a small stand-in, not CB6133/CB513"}
   return SequenceData(train, val, splits["test"], feature_names(features), info)

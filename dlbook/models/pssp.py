@@ -11,7 +11,9 @@ recurrence runs over its protein's true length (the backward direction starts at
 Conv(k) block (section 11.3) = Conv1D(k) -> BatchNorm -> ReLU -> Dropout. Widths not given by the book
 are **choices** and constructor arguments: recurrent units 128 per direction, inception branches 64
 filters, the Conv(3) after them 128, the dense layer 128, dropout 0.4 (section 11.3), BatchNorm momentum
-0.99 and epsilon 1e-3 (Keras', which the book used). The book's GRU equation is garbled: the GRU is the
+0.99 and epsilon 1e-3 (Keras', which the book used; `bn_momentum` changes the momentum, e.g. for a
+tiny training set with a few steps per epoch, where 0.99 leaves the running statistics near their initial
+values). The book's GRU equation is garbled: the GRU is the
 standard reset-after cell (`flax.linen.GRUCell`'s equations).
 
 Recurrences: ``rnn_impl="flax"`` (default) uses `nn.RNN` / `nn.Bidirectional` with `seq_lengths`.
@@ -65,12 +67,13 @@ class ConvBlock(nn.Module):
   features: int
   kernel_size: int
   dropout: float = 0.4
+  bn_momentum: float = 0.99
 
   @nn.compact
   def __call__(self, x, mask, train: bool):
     x = x * mask[..., None]
     x = nn.Conv(self.features, (self.kernel_size,), padding="SAME", use_bias=False)(x)
-    x = nn.relu(MaskedBatchNorm()(x, mask, train))
+    x = nn.relu(MaskedBatchNorm(self.bn_momentum)(x, mask, train))
     return nn.Dropout(self.dropout, deterministic=not train)(x)
 
 
@@ -79,10 +82,11 @@ class ParallelConvs(nn.Module):
   features: int
   kernel_sizes: Sequence[int] = (3, 5)
   dropout: float = 0.4
+  bn_momentum: float = 0.99
 
   @nn.compact
   def __call__(self, x, mask, train: bool):
-    return jnp.concatenate([ConvBlock(self.features, k, self.dropout)(x, mask, train)
+    return jnp.concatenate([ConvBlock(self.features, k, self.dropout, self.bn_momentum)(x, mask, train)
                             for k in self.kernel_sizes], axis=-1)
 
 
@@ -179,6 +183,7 @@ class AttentionBlock(nn.Module):
   (**choice:** initialised at 0, so the block starts as the identity). Q and K have `key_features`
   (default: the input width); V keeps the input width so that r and x can be mixed."""
   key_features: Optional[int] = None
+  bn_momentum: float = 0.99
 
   @nn.compact
   def __call__(self, x, mask, train: bool):
@@ -188,7 +193,7 @@ class AttentionBlock(nn.Module):
     k = nn.Dense(dk, name="key")(x)[:, :, None]
     v = nn.Dense(d, name="value")(x)[:, :, None]
     r = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=_lengths(mask))[:, :, 0]
-    r = MaskedBatchNorm()(r, mask, train)
+    r = MaskedBatchNorm(self.bn_momentum)(r, mask, train)
     alpha = self.param("alpha", nn.initializers.zeros_init(), ())
     return alpha * r + (1.0 - alpha) * x
 
@@ -201,13 +206,14 @@ class CNN1D(nn.Module):
   kernel_sizes: Sequence[int] = (3, 5)
   filters: int = 42
   dropout: float = 0.4
+  bn_momentum: float = 0.99
   num_classes: int = NUM_CLASSES
 
   @nn.compact
   def __call__(self, x, mask=None, *, train: bool = False):
     mask = _mask_or_ones(x, mask)
     for _ in range(self.num_layers):
-      x = ParallelConvs(self.filters, tuple(self.kernel_sizes), self.dropout)(x, mask, train)
+      x = ParallelConvs(self.filters, tuple(self.kernel_sizes), self.dropout, self.bn_momentum)(x, mask, train)
     return nn.Dense(self.num_classes)(x)
 
 
@@ -222,19 +228,20 @@ class CascadedCNN(nn.Module):
   filters: int = 42
   filters_2d: int = 4
   dropout: float = 0.4
+  bn_momentum: float = 0.99
   num_classes: int = NUM_CLASSES
 
   @nn.compact
   def __call__(self, x, mask=None, *, train: bool = False):
     mask = _mask_or_ones(x, mask)
     for _ in range(self.num_1d_layers):
-      x = ParallelConvs(self.filters, tuple(self.kernel_sizes), self.dropout)(x, mask, train)
+      x = ParallelConvs(self.filters, tuple(self.kernel_sizes), self.dropout, self.bn_momentum)(x, mask, train)
     h = x[..., None]  # [B, L, F, 1]: an image whose second axis is the feature axis
     for _ in range(self.num_2d_layers):
       h = h * mask[..., None, None]
       h = jnp.concatenate([nn.Conv(self.filters_2d, (1, k), padding="SAME", use_bias=False)(h)
                            for k in self.kernel_sizes_2d], axis=-1)
-      h = nn.relu(MaskedBatchNorm()(h, mask, train))
+      h = nn.relu(MaskedBatchNorm(self.bn_momentum)(h, mask, train))
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return nn.Dense(self.num_classes)(h.reshape(h.shape[:2] + (-1,)))
 
@@ -269,6 +276,7 @@ class InceptionBGRU(nn.Module):
   num_gru_layers: int = 2
   dense_units: int = 128
   dropout: float = 0.4
+  bn_momentum: float = 0.99
   num_classes: int = NUM_CLASSES
   rnn_impl: str = "flax"
   unroll: int = 1
@@ -277,8 +285,8 @@ class InceptionBGRU(nn.Module):
   def __call__(self, x, mask=None, *, train: bool = False):
     mask = _mask_or_ones(x, mask)
     for _ in range(2):
-      x = ParallelConvs(self.inception_filters, (1, 3, 5), self.dropout)(x, mask, train)
-    x = ConvBlock(self.conv_filters, 3, self.dropout)(x, mask, train)
+      x = ParallelConvs(self.inception_filters, (1, 3, 5), self.dropout, self.bn_momentum)(x, mask, train)
+    x = ConvBlock(self.conv_filters, 3, self.dropout, self.bn_momentum)(x, mask, train)
     for _ in range(self.num_gru_layers):
       x = Recurrent("gru", self.units, True, self.rnn_impl, self.unroll)(x, mask)
     x = nn.relu(nn.Dense(self.dense_units)(x))
@@ -294,6 +302,7 @@ class AttentionInceptionBGRU(nn.Module):
   units: int = 128
   dense_units: int = 128
   dropout: float = 0.4
+  bn_momentum: float = 0.99
   key_features: Optional[int] = None
   num_classes: int = NUM_CLASSES
   rnn_impl: str = "flax"
@@ -302,13 +311,13 @@ class AttentionInceptionBGRU(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None, *, train: bool = False):
     mask = _mask_or_ones(x, mask)
-    x = MaskedBatchNorm()(x, mask, train)
-    x = ParallelConvs(self.inception_filters, (1, 3, 5), self.dropout)(x, mask, train)
-    x = AttentionBlock(self.key_features)(x, mask, train)
-    x = ConvBlock(self.conv_filters, 3, self.dropout)(x, mask, train)
-    a1 = AttentionBlock(self.key_features)(
+    x = MaskedBatchNorm(self.bn_momentum)(x, mask, train)
+    x = ParallelConvs(self.inception_filters, (1, 3, 5), self.dropout, self.bn_momentum)(x, mask, train)
+    x = AttentionBlock(self.key_features, self.bn_momentum)(x, mask, train)
+    x = ConvBlock(self.conv_filters, 3, self.dropout, self.bn_momentum)(x, mask, train)
+    a1 = AttentionBlock(self.key_features, self.bn_momentum)(
         Recurrent("gru", self.units, True, self.rnn_impl, self.unroll)(x, mask), mask, train)
-    a2 = AttentionBlock(self.key_features)(
+    a2 = AttentionBlock(self.key_features, self.bn_momentum)(
         Recurrent("gru", self.units, True, self.rnn_impl, self.unroll)(a1, mask), mask, train)
     x = nn.relu(nn.Dense(self.dense_units)(jnp.concatenate([a1, a2], axis=-1)))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
