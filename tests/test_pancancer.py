@@ -160,7 +160,8 @@ def write_tcga_miniature(root, patients=12, genes=300, seed=0):
     columns.append(f"TCGA-{tss}-{0:04d}-11A-11R-A29S-07")  # normal tissue: dropped by the loader
   label = np.array([next(i for i, (_, tss) in enumerate(TYPES) if c[5:7] == tss) for c in columns])
   shift = np.zeros((genes, len(TYPES)))
-  shift[rng.choice(genes, 60, replace=False), rng.integers(0, len(TYPES), 60)] = 3.0  # type-specific genes
+  n_marked = min(60, genes)
+  shift[rng.choice(genes, n_marked, replace=False), rng.integers(0, len(TYPES), n_marked)] = 3.0  # type-specific genes
   log2 = rng.normal(5.0, 1.5, (genes, 1)) + rng.normal(0, 1.0, (genes, len(columns))) + shift[:, label]
   values = np.exp2(np.maximum(log2, 0.0)) - 1.0  # RSEM-like counts >= 0
   names = [f"G{g}|{1000 + g}" for g in range(genes)]
