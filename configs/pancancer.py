@@ -70,7 +70,9 @@ def get_config(preset=None):
         densenet201=dict(growth=2, init_features=4, stem_stride=1, stem_pool=False),
         resnet50=dict(width=0.03125, stem_stride=1, stem_pool=False),
         inception_v3=dict(width=0.03125, stem_stride=1, stem_pool=False),
-        xception=dict(width=0.03125, stem_stride=1)))
+        xception=dict(width=0.03125, stem_stride=1),
+        # A cheap registry CNN the CI test swaps in (--config.base_models="('chain_cnn',)").
+        chain_cnn=dict(conv_filters=(4, 8), dense_units=(16,))))
     c.train.update(dict(batch_size=4, eval_batch_size=16, max_epochs=2, patience=1, checkpoint_every_epochs=1,
                         decay_every_epochs=1))
     c.baseline_c_grid = (0.1, 1.0)
