@@ -9,16 +9,18 @@ logistic-regression and linear-SVM baselines; the report aggregates the base mod
 average, "soft" and weighted-average voting (weights: validation macro-F1).
 
 Presets (the config argument):
-- smoke: seconds-scale test of the whole pipeline; 2 folds, tiny widths, a 16x16 image (the 256 most
+- smoke: the whole pipeline at toy scale (compute in seconds, but the four base models' XLA:CPU
+  compiles take minutes; the CI test swaps in --config.base_models="('chain_cnn',)"); 2 folds, tiny widths, a 16x16 image (the 256 most
   variable genes), 2 epochs. Default data: the real Chiaretti ALL set (tests point it at a generated
   TCGA-layout folder with --config.data.name=tcga_pancancer:DIR).
 - cpu (default): the real Chiaretti et al. adult ALL arrays (Debian r-bioc-all; 128 patients,
   12,625 probe sets), molecular subtype (`mol_biol`) with the two one-patient classes (NUP-98,
-  p15/p16) dropped: ALL1/AF4 10, BCR/ABL 37, E2A/PBX1 5, NEG 74. 5 grouped stratified folds x 2
-  repeats, 25 % of each training part validates. Image: the 4,096 most variable probe sets of the
-  training part (64x64). Base models at small widths (DenseNet-201 growth 8, the others width
-  1/8); Adam 1e-3 halved every 15 epochs, batch 16, at most 40 epochs, patience 7. Measured cost:
-  see docs/pancancer.md (about an hour on 2 shared cores).
+  p15/p16) dropped: ALL1/AF4 10, BCR/ABL 37, E2A/PBX1 5, NEG 74. 5 grouped stratified folds x 1
+  repeat, 25 % of each training part validates. Image: the 4,096 most variable probe sets of the
+  training part (64x64). Base models at reduced widths (DenseNet-201 growth 8, the others width
+  1/8); Adam 1e-3 halved every 10 epochs, batch 16, at most 25 epochs, patience 7. Measured cost:
+  did not finish on 2 heavily shared cores (DenseNet-201's XLA:CPU compiles alone exceeded 45 min);
+  with --config.base_models="('chain_cnn',)" about 11 min per CNN unit there (docs/pancancer.md).
 - full: the book's setting on a user's TCGA Pan-Cancer folder (set --config.data.name=tcga_pancancer:DIR):
   log2(x+1), the 10,381 most variable genes (102x102, the book's shape), full-width base models,
   Adam 1e-4 halved every 40 epochs, batch 128, at most 300 epochs, early stopping patience 7 (book §12.3),
