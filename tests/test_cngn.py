@@ -3,7 +3,10 @@ to the plain CNN, resume after a kill inside the moving grid, the launcher and b
 
 import json
 import os
+import shutil
 
+import jax
+import numpy as np
 import pytest
 
 from configs import cngn as cngn_config
@@ -36,46 +39,41 @@ def mini_config():
   return c
 
 
-class Killed(Exception):
-  pass
-
-
 def _params(unit_dir):
   return checkpoint.Checkpointer(os.path.join(unit_dir, "checkpoints")).restore(None)["state"]["params"]
 
 
-def test_cngn_resumes_after_a_kill_in_the_moving_grid(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_cngn_resumes_after_a_kill_in_the_moving_grid(tmp_path):
   config = mini_config()
-  reference = astro.run_experiment(config, str(tmp_path / "a"))
+  work = tmp_path / "w"
+  reference = astro.run_experiment(config, str(work))
   summary = reference["summary"]
   cells = {(x["strong"], x["weak"]): x for x in summary["grid"]}
   assert cells[(1.0, 1.0)]["delta"] == [0.0]  # Str = Weak = 1 is the plain CNN, bit for bit
   assert cells[(1.5, 1.0)]["modulated_strong"][0] > 0 and cells[(1.5, 1.0)]["kernel_norm_ratio_median"][0] > 1.5
   assert [len(p["path"]) for p in reference["moving_paths"]] == [2]
 
-  kill_unit = os.path.join("moving", "seed_0", "epoch_1", "cngn_2")
-  save = checkpoint.Checkpointer.save
-
-  def save_then_die(self, step, tree):
-    save(self, step, tree)
-    if kill_unit in self.directory and step == 4:
-      raise Killed(step)
-
-  monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_die)
-  with pytest.raises(Killed):
-    astro.run_experiment(config, str(tmp_path / "b"))
-  assert not (tmp_path / "b" / kill_unit / "results.json").exists()
-  monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
-  resumed = astro.run_experiment(config, str(tmp_path / "b"))
-  by_unit = json.loads((tmp_path / "b" / kill_unit / "results.json").read_text())
+  # A kill inside candidate 2 of the second moving epoch (which starts from epoch 0's best): its last
+  # checkpoint and results.json are gone, and so is everything trained after it.
+  epoch_1 = work / "moving" / "seed_0" / "epoch_1"
+  kill_unit = epoch_1 / "cngn_2"
+  final = _params(kill_unit)
+  shutil.rmtree(kill_unit / "checkpoints" / "8")
+  later = [kill_unit] + [epoch_1 / f"cngn_{k}" for k in (3, 4)] + [epoch_1 / f"cnn_{k}" for k in range(5)]
+  for unit in later:
+    (unit / "results.json").unlink()
+  for unit in later[1:]:
+    shutil.rmtree(unit)
+  (work / "results.json").unlink()
+  resumed = astro.run_experiment(config, str(work))
+  by_unit = json.loads((kill_unit / "results.json").read_text())
   assert by_unit["resumed_from_step"] == 4
+  jax.tree.map(np.testing.assert_array_equal, final, _params(kill_unit))
   assert json.dumps(resumed["summary"], sort_keys=True) == json.dumps(summary, sort_keys=True)
   assert resumed["moving_paths"] == reference["moving_paths"]
-  import numpy as np
-  import jax
-  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / "a" / kill_unit), _params(tmp_path / "b" / kill_unit))
   for name in ("table.md", "grid_delta.png", "moving.png"):
-    assert (tmp_path / "b" / name).exists()
+    assert (work / name).exists()
 
 
 def test_bad_values_fail_with_one_line_before_anything_is_written(tmp_path):
