@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from dlbook.astro.experiment import cnn_dir, factor_label, grid_dir, moving_dir
+from dlbook.astro.experiment import cnn_dir, grid_dir, moving_dir
 from dlbook.tables import STD_NOTE, mean_std, module_command
 from dlbook.training import reporting
 
