@@ -3,12 +3,10 @@ fold-restarting cosine schedule, the one-logit binary loss, the augmentations it
 launcher end to end (slow)."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 

@@ -24,7 +24,6 @@ dataset (`dlbook.data.standins`) is named as such in every output.
 """
 
 import os
-import re
 import time
 from typing import Dict, List
 
@@ -36,7 +35,7 @@ from dlbook.data.pipeline import Split, resize_images
 from dlbook.data.sources import load_raw
 from dlbook.data.splits import check_groups_disjoint, folds_from_assignment, grouped_stratified_folds
 from dlbook.errors import require
-from dlbook.tables import STD_NOTE, mean_std, module_command
+from dlbook.tables import STD_NOTE, mean_std
 from dlbook.training import checkpoint, reporting, transfer
 
 MODES = ("independent", "sequential")
@@ -248,11 +247,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       runs[f"{name}/independent/ensemble"] = {m: ens[m] for m in METRICS if m in ens}
     if "sequential" in config.modes:
       runs[f"{name}/sequential"] = run_sequential(config, name, data, top.path)
-  command = re.sub(r"--workdir[= ]\S+", "--workdir=WORKDIR", module_command(reporting.command_line()))
+  command = transfer.report_command()
   table = table_markdown(config, data.info, runs, command)
-  reporting.write_text_atomic(top.join("table.md"), table)
-  if config.get("report_to"):
-    reporting.write_text_atomic(os.path.abspath(config.report_to), table)
+  transfer.write_table(top, table, config.get("report_to"))
   summary = {k: ({"val": v["val"], "test": v["test"]} if "val" in v else v) for k, v in runs.items()}
   payload = dict(reporting.run_info(), config=config.to_dict(), dataset=data.info, stand_in=data.stand_in,
                  summary=summary, table=table, wall_time_s=time.time() - t0)

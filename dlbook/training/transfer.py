@@ -30,6 +30,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -406,3 +407,16 @@ def load_predictions(unit_dir: str) -> Dict[str, np.ndarray]:
 
 def elapsed(t0: float) -> float:
   return time.time() - t0
+
+
+def report_command() -> str:
+  """The command that made a report, as `python -m experiments.X ...` with the workdir left out."""
+  from dlbook.tables import module_command
+  return re.sub(r"--workdir[= ]\S+", "--workdir=WORKDIR", module_command(reporting.command_line()))
+
+
+def write_table(run_dir, table: str, report_to: Optional[str]) -> None:
+  """`table.md` in the experiment's directory, and a copy at `report_to` when given (e.g. under docs/)."""
+  reporting.write_text_atomic(run_dir.join("table.md"), table)
+  if report_to:
+    reporting.write_text_atomic(os.path.abspath(report_to), table)

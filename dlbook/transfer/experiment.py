@@ -9,7 +9,6 @@ network (same layout settings, normalisation, head, freezing none) randomly init
 """
 
 import os
-import re
 import time
 from typing import List
 
@@ -19,7 +18,7 @@ from absl import logging
 from dlbook import data as data_lib
 from dlbook import models
 from dlbook.errors import require
-from dlbook.tables import STD_NOTE, mean_std, module_command
+from dlbook.tables import STD_NOTE, mean_std
 from dlbook.training import checkpoint, reporting, transfer
 
 VARIANTS = ("pretrained", "scratch")
@@ -127,11 +126,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     for variant in config.variants:
       runs.append(run_unit(config, variant, int(seed), dataset, weights_path, top.path))
       logging.info("%s seed %d: test accuracy %.4f", variant, seed, runs[-1]["metrics"]["test_accuracy"])
-  command = re.sub(r"--workdir[= ]\S+", "--workdir=WORKDIR", module_command(reporting.command_line()))
+  command = transfer.report_command()
   table = table_markdown(config, runs, command)
-  reporting.write_text_atomic(top.join("table.md"), table)
-  if config.get("report_to"):
-    reporting.write_text_atomic(os.path.abspath(config.report_to), table)
+  transfer.write_table(top, table, config.get("report_to"))
   summary = {v: {k: [r["metrics"].get(k) for r in runs if r["variant"] == v] for k, _, _ in TABLE_METRICS}
              for v in config.variants}
   payload = dict(reporting.run_info(), config=config.to_dict(), summary=summary, table=table,
