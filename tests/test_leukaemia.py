@@ -103,6 +103,7 @@ def test_launcher_smoke_both_fold_modes(tmp_path):
   report = json.loads((workdir / "results.json").read_text())
   assert report["stand_in"] == "stand-in data" and "stand-in data" in report["table"]
   assert "sequential (thesis): validation" in report["table"] and "fold ensemble" in report["table"]
+  assert "sequential − independent validation (points)" in report["table"]
   probs = [np.load(workdir / "squeezenet1_1" / "independent" / f"fold_{k}" / "predictions.npz")["test_probs"]
            for k in range(3)]
   data = leukaemia.Data(leukaemia_config.get_config("smoke"))
