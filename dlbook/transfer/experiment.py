@@ -93,8 +93,9 @@ def run_unit(config, variant: str, seed: int, dataset, weights_path, workdir: st
 def table_markdown(config, runs: List[dict], command: str) -> str:
   """Pretrained against scratch: one row per variant, cells over seeds."""
   data = runs[0]["dataset"]
-  lines = [f"Transfer learning: {config.model_name} with a new head on {data.get('name')} "
-           f"({data.get('description', data.get('source', ''))}), {data.get('train_size')} training / "
+  about = f" ({data['description']})" if data.get("description") else ""
+  lines = [f"Transfer learning: {config.model_name} with a new head on {data.get('name')}{about}, "
+           f"{data.get('train_size')} training / "
            f"{data.get('val_size')} validation / {data.get('test_size')} test images at "
            f"{config.data.image_size} px, {config.num_train_steps} steps of batch {config.batch_size}; "
            f"cells: {STD_NOTE} ({len(config.seeds)} seeds: {', '.join(str(s) for s in config.seeds)}).", "",
