@@ -1,4 +1,4 @@
-"""Pure, jittable image augmentation: pad-and-crop, flips, rotation, dihedral, cutout.
+"""Pure, jittable image augmentation: pad-and-crop, flips, rotation, zoom, dihedral, cutout.
 
 Every function maps (key, images [N, H, W, C]) -> images, with an independent draw
 per image, so it runs inside the jitted train step.
@@ -42,6 +42,28 @@ def rotate(key, images, max_degrees: float):
   return jax.vmap(one)(images, angles)
 
 
+def vertical_flip(key, images, p: float = 0.5):
+  flip = jax.random.bernoulli(key, p, (images.shape[0], 1, 1, 1))
+  return jnp.where(flip, images[:, ::-1, :, :], images)
+
+
+def zoom(key, images, max_zoom: float):
+  """Zooms each image in about its centre by a factor uniform in [1, 1 + max_zoom] (bilinear): a
+  central crop of 1/factor of the side resized back to the full size (seed 003's crop/zoom)."""
+  if max_zoom <= 0:
+    return images
+  n, h, w, _ = images.shape
+  factors = jax.random.uniform(key, (n,), minval=1.0, maxval=1.0 + max_zoom)
+  yy, xx = jnp.meshgrid(jnp.arange(h) - (h - 1) / 2, jnp.arange(w) - (w - 1) / 2, indexing="ij")
+
+  def one(img, f):
+    coords = [yy / f + (h - 1) / 2, xx / f + (w - 1) / 2]
+    sample = lambda ch: jax.scipy.ndimage.map_coordinates(ch, coords, order=1, mode="nearest")
+    return jax.vmap(sample, in_axes=-1, out_axes=-1)(img)
+
+  return jax.vmap(one)(images, factors)
+
+
 def dihedral(key, images):
   """One of the 8 symmetries of the square per image (4 rotations by 90°, each optionally
   mirrored), drawn uniformly: exact pixel permutations, so no interpolation, no fill and
@@ -77,8 +99,12 @@ def augment(key, images, config):
   if config is None:
     return images
   k1, k2, k3, k4 = jax.random.split(key, 4)
+  k5, k6 = jax.random.split(jax.random.fold_in(key, 4))  # the later options: earlier draws stay as they were
   images = pad_and_crop(k1, images, int(config.get("crop_pad", 0)))
   if config.get("flip", False):
     images = horizontal_flip(k2, images)
+  if config.get("vflip", False):
+    images = vertical_flip(k5, images)
+  images = zoom(k6, images, float(config.get("zoom", 0.0)))
   images = rotate(k3, images, float(config.get("rotation", 0.0)))
   return cutout(k4, images, int(config.get("cutout", 0)))

@@ -499,11 +499,14 @@ def layout_of(path: str) -> str:
 
 
 def load_pretrained(model_name: str, path: str, *, layout: Optional[str] = None, num_classes: int = 1000,
-                    exclude: Sequence[str] = (), key=None, image_size: int = 224, **model_kwargs) -> Pretrained:
+                    exclude: Sequence[str] = (), key=None, image_size: int = 224, excluded_init: str = "random",
+                    **model_kwargs) -> Pretrained:
   """Builds `model_name` with the settings the file's layout implies and loads the file into it.
 
   Example: `load_pretrained("mobilenet_v2", "mobilenet_v2-b0353104.pth", num_classes=10,
-  exclude=("classifier",))` keeps ImageNet features and a fresh 10-class head."""
+  exclude=("classifier",))` keeps ImageNet features and a fresh 10-class head. `excluded_init="zeros"`
+  fills the excluded leaves with zeros instead (no compiled initialisation; for callers that replace them)."""
+  require(excluded_init in ("random", "zeros"), f"excluded_init must be 'random' or 'zeros', got {excluded_init!r}")
   layout = layout or layout_of(path)
   if layout == "dlbook":
     meta = _own_metadata(path)
@@ -521,7 +524,9 @@ def load_pretrained(model_name: str, path: str, *, layout: Optional[str] = None,
   model = registry.build(model_name, num_classes=num_classes, **{**model_kwargs, **fixed})
   source = read_keras_weights(path, model_name) if layout == "keras" else read_state_dict(path)
   init = None
-  if exclude:
+  if exclude and excluded_init == "zeros":
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _target_shapes(model, image_size))
+  elif exclude:
     x = jnp.zeros((1, image_size, image_size, model.in_channels))
     init = jax.jit(lambda k: model.init({"params": k}, x, train=False))(key if key is not None else jax.random.key(0))
   variables = convert(model_name, model, source, layout, exclude=exclude, init_variables=init,

@@ -50,7 +50,7 @@ from flax import traverse_util
 from dlbook.data.augment import augment
 from dlbook.errors import require
 from dlbook.registry import Registry
-from dlbook.training.steps import classification_loss
+from dlbook.training.steps import classification_loss, predicted_labels
 
 Path = Tuple[str, ...]
 MODES = ("traditional", "ssf", "psf")
@@ -291,7 +291,7 @@ def frozen_batchnorm(prefixes: Sequence[Path]):
 
 
 def make_freeze_train_step(mask, prefixes: Sequence[Path] = (), augment_config=None, aux_weight: float = 0.0,
-                           label_smoothing: float = 0.0) -> Callable:
+                           label_smoothing: float = 0.0, loss_fn: Callable = classification_loss) -> Callable:
   """The pure step `train_step(state, batch, key) -> (state, metrics)` for one frozen segment.
 
   `mask` (True = trainable) and `prefixes` (the frozen blocks' paths) are static: each
@@ -309,19 +309,18 @@ def make_freeze_train_step(mask, prefixes: Sequence[Path] = (), augment_config=N
     trainable, frozen = partition(state.params, mask)
     frozen_constant = jax.lax.stop_gradient(frozen)
 
-    def loss_fn(trainable_params):
+    def trainable_loss(trainable_params):
       with frozen_batchnorm(prefixes):
-        return classification_loss(merge(trainable_params, frozen_constant), state.batch_stats, state.apply_fn,
-                                   images, batch["label"], dropout_key, aux_weight=aux_weight,
-                                   label_smoothing=label_smoothing)
+        return loss_fn(merge(trainable_params, frozen_constant), state.batch_stats, state.apply_fn,
+                       images, batch["label"], dropout_key, aux_weight=aux_weight, label_smoothing=label_smoothing)
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(trainable_loss, has_aux=True)(trainable)
     zeros = {k: jnp.zeros_like(v) for k, v in frozen.items()}  # set_to_zero discards them
     updates, opt_state = state.tx.update(merge(grads, zeros), state.opt_state, state.params)
     new_trainable, _ = partition(optax.apply_updates(state.params, updates), mask)
     new_state = state.replace(step=state.step + 1, params=merge(new_trainable, frozen), opt_state=opt_state,
                               batch_stats=keep_frozen(batch_stats, state.batch_stats, prefixes))
-    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+    metrics = {"loss": loss, "accuracy": jnp.mean(predicted_labels(logits) == batch["label"]),
                "grad_norm": optax.tree.norm(grads)}
     return new_state, metrics
 

@@ -18,7 +18,14 @@ OPTIMIZERS: Registry[optax.GradientTransformation] = Registry("optimizer")
 SCHEDULES = ("constant", "cosine", "step")
 
 
-def make_schedule(c, total_steps: int) -> optax.Schedule:
+def make_schedule(c, total_steps: int, cycles: int = 1) -> optax.Schedule:
+  """The learning-rate schedule over `total_steps`; with `cycles` > 1 it restarts every
+  total_steps // cycles steps (e.g. one cosine per fold when one model is trained fold after fold)."""
+  require(int(cycles) >= 1, f"the schedule needs at least one cycle, got {cycles}")
+  if cycles > 1:
+    length = max(1, total_steps // cycles)
+    one = make_schedule(c, length)
+    return optax.join_schedules([one] * cycles, [length * i for i in range(1, cycles)])
   lr = float(c.learning_rate)
   require(lr > 0, f"optimizer.learning_rate must be positive, got {lr}")
   name = c.get("schedule", "constant")
@@ -62,10 +69,10 @@ def _rmsprop(c, lr):  # WGAN (Arjovsky et al. 2017); decay = the squared-gradien
   return optax.rmsprop(lr, decay=float(c.get("decay", 0.9)), momentum=float(c.get("momentum", 0.0)) or None)
 
 
-def make_optimizer(c, total_steps: int) -> optax.GradientTransformation:
-  """clip -> (coupled weight decay) -> optimizer with schedule, as one optax chain."""
+def make_optimizer(c, total_steps: int, cycles: int = 1) -> optax.GradientTransformation:
+  """clip -> (coupled weight decay) -> optimizer with schedule, as one optax chain (`make_schedule`)."""
   builder = OPTIMIZERS.get(c.name)
-  schedule = make_schedule(c, total_steps)
+  schedule = make_schedule(c, total_steps, cycles)
   wd = float(c.get("weight_decay", 0.0))
   require(wd >= 0, f"optimizer.weight_decay must be >= 0, got {wd}")
   clip = float(c.get("grad_clip_norm", 0.0) or 0.0)

@@ -44,6 +44,28 @@ def classification_loss(params, batch_stats, apply_fn, images, labels, dropout_k
   return loss, (logits, updates.get("batch_stats", batch_stats))
 
 
+def binary_cross_entropy(logits, labels):
+  """Mean sigmoid cross-entropy of one logit per example [N, 1] against 0/1 labels (seed 003's loss)."""
+  chex.assert_shape(logits, (labels.shape[0], 1))
+  return optax.sigmoid_binary_cross_entropy(logits[:, 0], labels.astype(logits.dtype)).mean()
+
+
+def binary_loss(params, batch_stats, apply_fn, images, labels, dropout_key, *, aux_weight: float = 0.0,
+                label_smoothing: float = 0.0):
+  """`classification_loss` for a one-logit binary head: sigmoid cross-entropy (no auxiliary head or
+  smoothing)."""
+  del aux_weight, label_smoothing
+  outputs, updates = apply_fn({"params": params, "batch_stats": batch_stats}, images, train=True,
+                              rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+  logits, _ = split_logits(outputs)
+  return binary_cross_entropy(logits, labels), (logits, updates.get("batch_stats", batch_stats))
+
+
+def predicted_labels(logits):
+  """Class predictions: argmax over K logits, or logit > 0 for a single binary logit."""
+  return (logits[:, 0] > 0).astype(jnp.int32) if logits.shape[-1] == 1 else jnp.argmax(logits, -1)
+
+
 def make_train_step(augment_config=None, aux_weight: float = 0.0, label_smoothing: float = 0.0) -> Callable:
   """Returns the pure train step for these settings (jit it once)."""
 

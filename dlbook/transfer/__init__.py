@@ -1,0 +1,1 @@
+"""Transfer learning from ImageNet backbones: pretrained against from-scratch (`experiment`)."""
