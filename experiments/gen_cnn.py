@@ -11,7 +11,7 @@ events and results.json into --workdir.
 from absl import flags
 from ml_collections import config_flags
 
-from dlbook import launch, runtime
+from dlbook import launch
 from dlbook.hpsearch import search
 
 FLAGS = flags.FLAGS
@@ -23,7 +23,6 @@ def main(argv):
   del argv
   config = launch.require_flag(FLAGS.config, "config")
   workdir = launch.workdir_path(launch.require_flag(FLAGS.workdir, "workdir"))
-  runtime.enable_compilation_cache()  # seeds and reruns reuse the compiled population programs
   m = search.search(config, workdir)["metrics"]
   line = f"gen_cnn_best_val_mcc={m['gen_cnn_best_validation_mcc']:.4f} generations={m['generations']}"
   for name in ("gen_cnn", "random_search"):

@@ -84,6 +84,7 @@ def test_adam_ignores_weight_decay_unless_switched_on():
   np.testing.assert_allclose(updates["w"], -1e-2 * 0.1 * np.ones(3), rtol=1e-6)  # coupled L2 as in PyTorch
 
 
+@pytest.mark.slow  # two compilations (the vmapped group and the single individual)
 def test_grouped_vmapped_fitness_equals_the_per_individual_loop():
   """Three individuals of one (architecture, optimizer) pair with different learning rates, weight decays
   and losses: a vmapped chunk of 2 and a padded one, against one-at-a-time training with the same keys."""
