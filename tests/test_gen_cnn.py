@@ -122,7 +122,7 @@ def test_bad_pool_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.slow
 def test_smoke_end_to_end_and_resume_after_a_kill_gives_the_same_history(tmp_path):
   out = tmp_path / "run"
-  r = run_launcher("experiments.gen_cnn", "--config=configs/gen_cnn.py:smoke", f"--workdir={out}")
+  r = run_launcher("experiments.gen_cnn", "--config=configs/gen_cnn.py:smoke", f"--workdir={out}", timeout=2400)
   assert r.returncode == 0, r.stderr[-3000:]
   for name in ("generations.json", "random_search.json", "final.json", "fitness.png", "genes.png",
                "results.json", "tensorboard"):
@@ -144,7 +144,7 @@ def test_smoke_end_to_end_and_resume_after_a_kill_gives_the_same_history(tmp_pat
   shutil.rmtree(killed / "checkpoints" / str(ckpts[-1]))
   for name in ("results.json", "random_search.json", "final.json"):
     os.remove(killed / name)
-  r = run_launcher("experiments.gen_cnn", "--config=configs/gen_cnn.py:smoke", f"--workdir={killed}")
+  r = run_launcher("experiments.gen_cnn", "--config=configs/gen_cnn.py:smoke", f"--workdir={killed}", timeout=2400)
   assert r.returncode == 0, r.stderr[-3000:]
   resumed = json.loads((killed / "results.json").read_text())
   assert resumed["resumed_after_generation"] == ckpts[-2]
