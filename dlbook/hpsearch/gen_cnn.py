@@ -33,7 +33,7 @@ from dlbook import evolution
 from dlbook import models
 from dlbook.errors import require
 from dlbook.metrics.classification import confusion_matrix, matthews_corrcoef
-from dlbook.nas.fitness import per_individual_copy
+from dlbook.nas.fitness import _key_data, per_individual_copy
 
 GENES = ("architecture", "loss", "optimizer", "weight_decay", "learning_rate")
 LOSSES = ("cross_entropy", "label_smoothing", "logit_penalty", "logit_norm", "sigmoid_cross_entropy")
@@ -234,9 +234,3 @@ def min_max(values) -> np.ndarray:
   out = np.ones_like(v) if hi == lo else (v - lo) / (hi - lo)
   return np.where(np.isfinite(v), out, np.nan).astype(np.float32)
 
-
-def _key_data(keys):
-  keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
-  if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
-    return jax.random.key_data(keys)
-  return keys
