@@ -113,6 +113,7 @@ def test_keras_mobilenet_v3_small_parity(keras, tmp_path):
   keras_parity(keras, tmp_path, "mobilenet_v3_small", legacy=False)
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_keras_mobilenet_v2_parity_from_applications_h5(keras, tmp_path):
   keras_parity(keras, tmp_path, "mobilenet_v2", legacy=True)
 

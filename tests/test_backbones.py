@@ -85,9 +85,11 @@ def test_keras_style_resnet50_count_and_every_backbone_is_registered():
 
 @pytest.mark.parametrize("name,kwargs,size", [
     ("mobilenet_v2", dict(stem_stride=1), 28), ("mobilenet_v3_small", dict(stem_stride=1), 32),
-    ("densenet121_se", dict(stem_stride=1, stem_pool=False), 32), ("resnet50", dict(stem_stride=1, stem_pool=False), 32),
+    pytest.param("densenet121_se", dict(stem_stride=1, stem_pool=False), 32, marks=pytest.mark.slow),
+    ("resnet50", dict(stem_stride=1, stem_pool=False), 32),
     ("shufflenet_v2_x1_0", dict(stem_stride=1, stem_pool=False), 32), ("vgg19", dict(pool_size=1), 32),
-    ("inception_v3", dict(stem_stride=1, stem_pool=False), 32), ("convnext_tiny", dict(stem_stride=1), 32),
+    pytest.param("inception_v3", dict(stem_stride=1, stem_pool=False), 32, marks=pytest.mark.slow),
+    ("convnext_tiny", dict(stem_stride=1), 32),
 ])
 def test_small_input_variants_and_features_mode(name, kwargs, size):
   model = models.build(name, num_classes=7, in_channels=1, features=True, **kwargs)
@@ -181,6 +183,7 @@ def test_include_is_the_truncated_network(tiny_densenet):
   np.testing.assert_allclose(jax.jit(lambda v: model.apply(v, x, include=3))(v), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_excluded_layers_keep_their_batchnorm_statistics(tiny_densenet):
   model, v, x = tiny_densenet
   _, upd = jax.jit(lambda v: model.apply(v, x, train=True, include=3, mutable=["batch_stats"]))(v)

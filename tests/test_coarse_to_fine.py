@@ -32,6 +32,7 @@ def final_params(unit_dir):
   return checkpoint.Checkpointer(os.path.join(unit_dir, "checkpoints")).restore(None)["state"]["params"]
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_resume_in_the_middle_of_psf_matches_an_uninterrupted_run(tmp_path, monkeypatch):
   config = psf_config()
   reference = c2f.run_grid(config, str(tmp_path / "a"))
@@ -81,6 +82,7 @@ def test_resume_in_the_middle_of_psf_matches_an_uninterrupted_run(tmp_path, monk
   assert "| Coarse-to-fine with PSF 1/4 (K=1) | 100 | 2nd 1/4 frozen | 1 |" in table
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_smoke_preset_end_to_end_then_launcher_skips_finished_runs(tmp_path):
   workdir = str(tmp_path / "grid")
   results = c2f.run_grid(c2f_config.get_config("smoke"), workdir)  # in-process: shares compiled steps

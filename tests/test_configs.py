@@ -66,6 +66,7 @@ def test_data_dir_is_set_from_the_command_line(tmp_path):
   assert proc.returncode == 2 and "t10k-labels-idx1-ubyte.gz" in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_step_schedule_is_configurable_from_the_command_line(tmp_path):
   proc = run_launcher("experiments.train", "--config=configs/classify.py:smoke", "--config.num_train_steps=4",
                       "--config.optimizer.schedule=step", "--config.optimizer.decay_every_steps=2",

@@ -63,6 +63,7 @@ def smooth_problem():
   return model, weights, alphas, variables["batch_stats"], batch(), batch(), trace
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_exact_hypergradient_equals_numerical_derivative_and_finite_difference():
   """On a smooth network (no ReLU, max or BatchNorm on tiny maps) the unrolled objective
   F(alpha) = L_val(w - xi (mu m + grad_w L_train(w, alpha) + lambda w), alpha) is smooth, so central

@@ -76,6 +76,7 @@ def test_roulette_shifts_negative_fitness():
   np.testing.assert_allclose(freq, [0.0, 2 / 6, 4 / 6], atol=0.01)
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_tournament_selection_pressure():
   fitness = jnp.arange(8, dtype=jnp.float32)  # individual 7 is the best
   for k in (1, 2, 3):
@@ -159,6 +160,7 @@ def test_operators_on_hand_worked_cases():
   assert set(np.asarray(ops.roulette(jax.random.key(0), fitness, 200, ga, size=3)).tolist()) == {1, 2}
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_point_mutation_changes_exactly_one_gene_with_its_probability():
   ga = ev.GeneticAlgorithm(SPEC, 8)
   genome = SPEC.to_flat(SPEC.encode({"layers": 2, "dropout": 0.5, "lr": 1e-3, "act": ("tanh", "tanh")}))
@@ -207,9 +209,9 @@ def _quadratic(pop, generation):
 
 
 @pytest.mark.parametrize("selection,crossover,mutation,replacement", [
-    ("roulette", "uniform", "point", "replace_worst"),  # the book's defaults
+    pytest.param("roulette", "uniform", "point", "replace_worst", marks=pytest.mark.slow),  # the book's defaults
     ("tournament", "two_point", "uniform_reset", "elitism"),  # seed 004 / 001 style
-    ("tournament", "arithmetic", "uniform_reset", "elitism"),  # seed 001 (Gen-CNN)
+    pytest.param("tournament", "arithmetic", "uniform_reset", "elitism", marks=pytest.mark.slow),  # seed 001
 ])
 def test_evolve_keeps_global_best_and_full_history(selection, crossover, mutation, replacement):
   ga = ev.GeneticAlgorithm(SPEC, 8, selection=selection, crossover=crossover, mutation=mutation,
@@ -234,6 +236,7 @@ def test_evolve_keeps_global_best_and_full_history(selection, crossover, mutatio
     assert np.all(np.diff(np.asarray(state.history["fitness"]).max(axis=1)) >= 0)
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_termination_target_patience_and_max_generations():
   ga = ev.GeneticAlgorithm(SPEC, 8, max_generations=20)
   state = ev.evolve(ga, ga.default_params(target_fitness=0.5), jax.random.key(0), _quadratic)
@@ -261,6 +264,7 @@ def test_parents_are_the_rows_ask_breeds_from():
     np.testing.assert_array_equal(np.asarray(SPEC.to_flat(kids)), flat[np.asarray(rows)])
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_shrinking_population_keeps_elites_and_breeds_from_the_living():
   ga = ev.GeneticAlgorithm(SPEC, 6, selection="tournament", mutation="uniform_reset", replacement="elitism",
                            num_elites=1, shrink_by=2, min_population=3, max_generations=3)

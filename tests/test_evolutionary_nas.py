@@ -22,6 +22,7 @@ from dlbook import evolution
 from dlbook.nas import cell_space, chain_space, evolutionary_nas, fitness, kernels
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_conv_formulations_agree_with_lax_conv_under_vmap_and_grad():
   x = jax.random.normal(jax.random.key(0), (3, 2, 7, 7, 4))
   w = jax.random.normal(jax.random.key(1), (3, 5, 5, 4, 6))
@@ -63,7 +64,7 @@ def test_per_individual_copy_gives_each_individual_the_shared_images():
   assert "f32[4,2,3,2]" in jaxpr
 
 
-@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.slow), 1, 2, 3])
+@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.slow), pytest.param(1, marks=pytest.mark.slow), 2, 3])
 def test_chain_supernet_individual_equals_decoded_chain_cnn(seed):
   space = chain_space.ChainSpace(max_conv=3, filter_choices=(4, 8), kernel_choices=(1, 3, 5), max_dense=2,
                                  unit_choices=(8, 16))
@@ -160,7 +161,7 @@ def _looped(space):
 
 
 @pytest.mark.parametrize("space,microbatch", [
-    (SMALL_CHAIN, 0),
+    pytest.param(SMALL_CHAIN, 0, marks=pytest.mark.slow),  # the whole population in one vmap: 3 min here
     # groups of 2 vmapped inside one compiled scan (fitness.vmap_microbatch); also in the 8-device test
     pytest.param(SMALL_CHAIN, 2, marks=pytest.mark.slow),
     (SMALL_CHAIN, 1),  # one individual at a time inside the compiled scan (the cpu preset, per device)
@@ -188,6 +189,7 @@ def test_vmap_and_loop_agree_and_the_run_compiles_once(space, microbatch):
   assert not np.allclose(other.train_loss, vmapped.train_loss)
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_fused_activation_equals_each_activation_with_its_gradient():
   from dlbook.models.chain_cnn import ACTIVATIONS
   x = jnp.concatenate([jnp.linspace(-30.0, 30.0, 2001), jnp.array([0.0, 1e-8, -1e-8])])
@@ -331,9 +333,11 @@ def test_evolve_stops_with_one_line_when_every_individual_diverges(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (("--config=configs/evolve_chain.py:tiny",), "unknown preset 'tiny'"),
-    (("--config=configs/evolve_chain.py:smoke", "--config.ga.selection=wheel"), "unknown selection 'wheel'"),
+    pytest.param(("--config=configs/evolve_chain.py:smoke", "--config.ga.selection=wheel"), "unknown selection 'wheel'",
+                 marks=pytest.mark.slow),
     (("--config=configs/evolve_cell.py:smoke", "--config.space.ops=('none','conv_9x9')"), "cell ops"),
-    (("--config=configs/evolve_chain.py:smoke", "--config.ga.num_offspring=4"), "num_offspring"),
+    pytest.param(("--config=configs/evolve_chain.py:smoke", "--config.ga.num_offspring=4"), "num_offspring",
+                 marks=pytest.mark.slow),
 ])
 def test_evolve_bad_input_exits_with_one_line(tmp_path, args, message):
   proc = run_launcher("experiments.evolve", *args, f"--workdir={tmp_path / 'w'}")

@@ -96,6 +96,7 @@ def test_phase_plan_gives_every_mode_the_same_total_steps():
 
 # --------------------------------------------------------------------------- blocks
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_chain_cnn_blocks_are_layers_with_classifier_last():
   state = small_state(optax.sgd(0.1))
   blocks = freezing.model_blocks("chain_cnn", state.params)
@@ -116,6 +117,7 @@ def test_darts_eval_layout_one_block_per_cell():
     freezing.model_blocks("darts_eval", {"cell_0": {}, "cell_2": {}})
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_darts_eval_real_network_blocks_and_frozen_batchnorm():
   model = models.build("darts_eval", num_classes=10, genotype="DARTS_V2", init_channels=2, layers=3,
                        auxiliary=True, drop_path_prob=0.0)
@@ -263,6 +265,7 @@ def test_gradients_only_for_trainable_leaves():
   assert convs((1,)) == 4  # PSF window on conv_1: + its input gradient + conv_0's weight gradient
   assert convs((0,)) == 3  # frozen first layer: only conv_1's weight gradient
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_all_trainable_mask_is_ordinary_training():
   base = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9))
   state = small_state(base)

@@ -32,7 +32,8 @@ def check_run_dir(workdir, gan):
   return results
 
 
-@pytest.mark.parametrize("gan", ["dcgan", "wgan_gp", "acgan"])
+@pytest.mark.parametrize("gan", ["dcgan", pytest.param("wgan_gp", marks=pytest.mark.slow),
+                                 pytest.param("acgan", marks=pytest.mark.slow)])
 def test_smoke_preset_runs_end_to_end(tmp_path, gan):
   workdir = str(tmp_path / gan)
   cache = tmp_path / "classifier_cache"

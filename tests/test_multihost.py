@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from dlbook.training import checkpoint
 from tests.conftest import ROOT, run_launcher
@@ -47,8 +48,8 @@ def params(workdir, step=40):
   return [np.asarray(x) for x in __import__("jax").tree.leaves(tree)]
 
 
-def test_two_processes_train_like_one_and_resume_after_a_kill(tmp_path):
-  one, two, killed = str(tmp_path / "one"), str(tmp_path / "two"), str(tmp_path / "killed")
+def test_two_processes_train_like_one(tmp_path):
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
   finish(start_pair(two))
   proc = run_launcher("experiments.train", *ARGS, f"--workdir={one}", env={"DLBOOK_COMPILATION_CACHE": "off"})
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -62,6 +63,11 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(tmp_path):
   assert [json.loads(l)["step"] for l in open(os.path.join(two, "history.jsonl")) if "train/loss" in l] == \
       [10, 20, 30, 40]
 
+
+@pytest.mark.slow  # long: four two-process runs (runs with DLBOOK_SLOW=1)
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
+  two, killed = str(tmp_path / "two"), str(tmp_path / "killed")
+  finish(start_pair(two))
   procs = start_pair(killed)
   ckpts = os.path.join(killed, "checkpoints")
   deadline = time.time() + 300

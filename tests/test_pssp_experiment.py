@@ -82,6 +82,7 @@ class Killed(Exception):
   pass
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_resume_after_a_kill_and_early_stopping_give_identical_numbers(tmp_path, monkeypatch):
   """On small synthetic proteins (one compilation for every run): early stopping halts training,
   restores the best epoch's parameters, and a run killed before or after the stop ends identical.

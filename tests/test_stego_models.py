@@ -68,6 +68,7 @@ def test_logits_extractor_head_is_the_tanh_head_before_its_tanh():
     steps.StepConfig(message_bits=(8,), message_loss="hinge")
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_bce_message_loss_trains_the_extractor_on_its_logits():
   import importlib
   c = importlib.import_module("configs.stego_two_stage").get_config("smoke")
@@ -102,6 +103,7 @@ def test_losses_are_the_equations_terms():
   assert float(total) == pytest.approx(2.5)
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_gsivat_step_descends_the_weighted_generator_loss():
   """GSIVAT (§6.3.4): with one stage, the train step moves the generator by the gradient of
   L_G = λ_G d(C, C') + λ_E L_E + λ_S L_S, written out here term by term (plain SGD, lr 1)."""
@@ -297,6 +299,7 @@ def _tiny_state(depth=2, bits=(64,), head="tanh"):
                             lambda: training.adam(1e-3, 0.5))
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_split_stages_routes_gradients_as_algorithms_1_and_3():
   """Stage 1 follows L_CR alone and each extractor its own L_D: neither depends on λ_D or λ_S;
   stage 2 descends the weighted L_SC, so it does."""
@@ -343,6 +346,7 @@ def test_fractionally_strided_conv_equals_flax_conv_transpose():
   np.testing.assert_allclose(y, ref.apply(variables, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_dihedral_cover_augmentation_transforms_covers_only():
   """With `cover_augment="dihedral"` the step sees a symmetry of each cover and the same messages:
   covers invariant under all 8 symmetries give exactly the un-augmented step; others do not."""

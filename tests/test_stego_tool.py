@@ -228,6 +228,7 @@ def test_jpeg_and_bad_inputs_are_refused(photo_png, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- training launcher
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_training_smoke_preset_exports_a_model_and_resumes_exactly(tmp_path):
   from configs import stego_tool
   from dlbook.stego import hider_train

@@ -170,6 +170,7 @@ print("MAXDIFF", max(diffs), "SCALE", scale, "ACC", out[1][1], out[8][1])
 """
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_eight_device_data_parallel_equals_single_device(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=8")
   proc = subprocess.run([sys.executable, "-c", DATA_PARALLEL_SCRIPT, str(tmp_path)], cwd=ROOT, env=env,

@@ -116,6 +116,7 @@ def smoke_args(workdir, weights):
   return ("--config=configs/transfer.py:smoke", f"--workdir={workdir}", f"--config.weights={weights}")
 
 
+@pytest.mark.slow  # long: runs with DLBOOK_SLOW=1 (keeps the CI suite in its time budget)
 def test_launcher_smoke(tmp_path, own_file):
   workdir = str(tmp_path / "run")
   out = run_launcher("experiments.transfer", *smoke_args(workdir, own_file[0]))
