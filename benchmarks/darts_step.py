@@ -5,8 +5,9 @@
 
 One search step = the architecture step (first order: grad_alpha L_val; second order: through the
 unrolled weight step) + the weight step, batch 64, C=16, 8 cells, 32x32x3 inputs, 10 classes, random
-inputs (the same shapes and work as /work/shared/tools/ref_darts_step.py, which times the reference on
-its own random inputs of these shapes). The reference needs a copy of quark0/darts' `cnn/` folder
+inputs (the same shapes and work as the reference timing script given by --reference_tool, which times
+the reference on its own random inputs of these shapes; `benchmarks/reference_darts.py` times the same
+steps without it). The reference needs a copy of quark0/darts' `cnn/` folder
 (`fetch github:quark0/darts`, then `git show HEAD:cnn/<file>` into a folder) and torch==2.13.0 (CPU).
 
 Prints name=value lines: per order and formulation `dlbook_step_s`, the reference's `reference_step_s`,
@@ -29,7 +30,8 @@ from dlbook.nas.darts import runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("reference_cnn", None, "Path of the reference's cnn/ folder (quark0/darts).")
-flags.DEFINE_string("reference_tool", "/work/shared/tools/ref_darts_step.py", "The reference timing script.")
+flags.DEFINE_string("reference_tool", "", "The reference timing script (not part of dlbook; required unless "
+                    "--skip_reference).")
 flags.DEFINE_list("orders", ["1", "2"], "DARTS orders to time.")
 flags.DEFINE_list("conv_impls", ["shift"], "dlbook depthwise-separable conv formulations to time "
                   "(shift = the CPU choice of dlbook.models.darts.operations, grouped = its accelerator choice, "
@@ -64,8 +66,9 @@ def check_reference(cnn_dir):
   missing = [f for f in REFERENCE_FILES if not os.path.exists(os.path.join(cnn_dir, f))]
   if missing:
     raise DlbookError(f"--reference_cnn={cnn_dir} lacks {', '.join(missing)}; it must be quark0/darts' cnn/ folder")
-  if not os.path.exists(FLAGS.reference_tool):
-    raise DlbookError(f"reference timing script {FLAGS.reference_tool} does not exist")
+  if not FLAGS.reference_tool or not os.path.exists(FLAGS.reference_tool):
+    raise DlbookError(f"--reference_tool={FLAGS.reference_tool!r}: the reference timing script does not exist "
+                      "(or pass --skip_reference)")
   try:
     import torch  # noqa: F401
   except ImportError:
