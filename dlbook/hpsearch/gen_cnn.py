@@ -33,7 +33,7 @@ from dlbook import evolution
 from dlbook import models
 from dlbook.errors import require
 from dlbook.metrics.classification import confusion_matrix, matthews_corrcoef
-from dlbook.nas.fitness import _key_data, per_individual_copy
+from dlbook.nas.fitness import as_key_data, per_individual_copy, train_scan
 
 GENES = ("architecture", "loss", "optimizer", "weight_decay", "learning_rate")
 LOSSES = ("cross_entropy", "label_smoothing", "logit_penalty", "logit_norm", "sigmoid_cross_entropy")
@@ -126,14 +126,7 @@ def make_train_fn(arch: str, optimizer: str, num_classes: int, image_shape, num_
                                     mutable=["batch_stats"])
       return gen_cnn_loss(loss_index, logits, labels, num_classes), updates.get("batch_stats", stats)
 
-    def step(carry, idx):
-      params, stats, opt_state = carry
-      (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          params, stats, per_individual_copy(data["train_images"][idx], key_data), data["train_labels"][idx])
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), stats, opt_state), loss
-
-    (params, stats, _), losses = jax.lax.scan(step, (params, stats, tx.init(params)), data["batch_index"])
+    params, stats, losses = train_scan(loss_fn, tx, params, stats, data, key_data)
 
     def predict(images):
       logits = model.apply({"params": params, "batch_stats": stats}, per_individual_copy(images, key_data),
@@ -189,7 +182,7 @@ class GroupEvaluator:
 
   def __call__(self, decoded: Sequence[dict], keys, data: dict):
     """(predictions [n, V_padded] int32, final training loss [n])."""
-    keys = _key_data(keys)
+    keys = as_key_data(keys)
     n = len(decoded)
     preds = [None] * n
     losses = np.zeros(n, np.float32)
@@ -203,7 +196,7 @@ class GroupEvaluator:
     return np.stack(preds), losses
 
   def loop(self, decoded: Sequence[dict], keys, data: dict):
-    keys = _key_data(keys)
+    keys = as_key_data(keys)
     preds, losses = [], []
     for i, d in enumerate(decoded):
       lr, wd, loss = (a[0] for a in self._args(decoded, [i]))

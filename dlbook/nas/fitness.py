@@ -93,6 +93,23 @@ def _per_individual_copy_rule(axis_size, in_batched, images, individual):
   return jnp.broadcast_to(images, (axis_size,) + images.shape), True
 
 
+def train_scan(loss_fn: Callable, tx: optax.GradientTransformation, params, stats, data, key_data):
+  """One individual's training as one `lax.scan` over `data["batch_index"]`: `loss_fn(params, stats, images,
+  labels) -> (loss, new_stats)` is differentiated and `tx` applied at every step; the shared batch images
+  reach the individual through `per_individual_copy`. Returns the trained params, BatchNorm stats and the
+  per-step losses. Shared by the NAS fitness and the Gen-CNN hyperparameter search."""
+
+  def step(carry, idx):
+    params, stats, opt_state = carry
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, stats, per_individual_copy(data["train_images"][idx], key_data), data["train_labels"][idx])
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), stats, opt_state), loss
+
+  (params, stats, _), losses = jax.lax.scan(step, (params, stats, tx.init(params)), data["batch_index"])
+  return params, stats, losses
+
+
 def make_train_and_evaluate(space, num_classes: int, image_shape, tx: optax.GradientTransformation,
                             eval_batch_size: int) -> Callable:
   """The per-individual fitness function `(genome, key_data, data) -> {fitness, train_loss}`."""
@@ -109,14 +126,7 @@ def make_train_and_evaluate(space, num_classes: int, image_shape, tx: optax.Grad
                                     mutable=["batch_stats"])
       return cross_entropy(logits, labels), updates.get("batch_stats", stats)
 
-    def step(carry, idx):
-      params, stats, opt_state = carry
-      (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          params, stats, per_individual_copy(data["train_images"][idx], key_data), data["train_labels"][idx])
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), stats, opt_state), loss
-
-    (params, stats, _), losses = jax.lax.scan(step, (params, stats, tx.init(params)), data["batch_index"])
+    params, stats, losses = train_scan(loss_fn, tx, params, stats, data, key_data)
 
     def eval_chunk(chunk):
       images, labels, mask = chunk
@@ -210,7 +220,7 @@ class PopulationEvaluator:
 
   def _vmap_args(self, genomes, keys, data):
     """One chunk's arguments placed as the vmapped function expects (population axis sharded)."""
-    genomes, keys = jax.device_put((genomes, _key_data(keys)), self._population)
+    genomes, keys = jax.device_put((genomes, as_key_data(keys)), self._population)
     return genomes, keys, self._placed(data)
 
   def compile(self, genomes, keys, data, path: str = "vmap"):
@@ -221,14 +231,14 @@ class PopulationEvaluator:
         self._compiled[path] = self._batched.lower(*self._vmap_args(genomes, keys, data)).compile()
         self.num_compilations += 1
       else:
-        self._compiled[path] = self._single.lower(evolution.take(genomes, 0), _key_data(keys)[0], data).compile()
+        self._compiled[path] = self._single.lower(evolution.take(genomes, 0), as_key_data(keys)[0], data).compile()
       self.compile_seconds += time.time() - t0
     return self._compiled[path]
 
   def __call__(self, genomes: evolution.Population, keys, data: dict) -> Evaluation:
     """vmap path: chunks of `chunk_size` (the last padded with copies), one compiled call each."""
     n = evolution.population_size(genomes)
-    keys = _key_data(keys)
+    keys = as_key_data(keys)
     require(keys.shape[0] == n, f"{n} genomes but {keys.shape[0]} keys")
     outs = []
     for start in range(0, n, self.chunk_size):
@@ -241,7 +251,7 @@ class PopulationEvaluator:
   def sequential(self, genomes: evolution.Population, keys, data: dict) -> Evaluation:
     """Reference path: one individual at a time through the same per-individual function."""
     n = evolution.population_size(genomes)
-    keys = _key_data(keys)
+    keys = as_key_data(keys)
     data = jax.device_put(data, jax.devices()[0])  # once per call, as the vmap path does
     fn = self.compile(genomes, keys, data, "sequential")
     outs = [jax.device_get(fn(evolution.take(genomes, i), keys[i], data)) for i in range(n)]
@@ -249,7 +259,8 @@ class PopulationEvaluator:
                       np.asarray([o["train_loss"] for o in outs], np.float32))
 
 
-def _key_data(keys):
+def as_key_data(keys):
+  """Raw uint32 key data of typed PRNG keys (unchanged if already raw), as the vmapped fitness takes them."""
   keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
   if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
     return jax.random.key_data(keys)
