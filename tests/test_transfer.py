@@ -166,3 +166,37 @@ def test_launcher_refuses_a_truncated_weight_file_with_one_line(tmp_path, own_fi
   errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and str(bad) in errors[0], out.stderr[-3000:]
   assert not (workdir / "pretrained").exists()  # nothing trained, nothing loaded
+
+
+def test_pretrain_writes_a_backbone_file_that_build_network_reads_back_exactly(tmp_path):
+  """The stand-in for ImageNet weights: a backbone trained here, exported without its head, read back by
+  the same `build_network` bit for bit; a finished unit is not retrained; other settings are refused."""
+  import ml_collections
+  from dlbook import data as data_lib
+  cfg = ml_collections.ConfigDict(dict(name="digits", image_size=32, channels=3, normalization="unit",
+                                       val_fraction=0.2, limit_train=64, limit_test=32))
+  dataset = data_lib.load(cfg, seed=0)
+  from configs import common
+  opt = common.optimizer("adam", 1e-3)
+  kwargs = dict(steps=2, batch_size=8, optimizer_config=opt, eval_batch_size=32, log_every=1,
+                backbone_kwargs={"stem_stride": 1})
+  unit = str(tmp_path / "pretrain")
+  path, payload = transfer.pretrain(MODEL, dataset, unit, **kwargs)
+  assert path == os.path.join(unit, "backbone.safetensors") and payload["total_steps"] == 2
+  assert np.isfinite(payload["metrics"]["test_loss"])
+  meta = W._own_metadata(path)
+  assert meta["model"] == MODEL and meta["model_kwargs"] == {"stem_stride": 1}
+  saved = W.read_state_dict(path)
+  assert not any(k.startswith("params/head") or "/head/" in k for k in saved)  # the head stays behind
+  net = transfer.build_network(MODEL, num_outputs=5, image_size=32, weights_spec=path)
+  assert net.layout == "dlbook" and net.model.backbone.stem_stride == 1
+  got = {"/".join((c,) + k): np.asarray(v) for c, tree in net.variables.items()
+         for k, v in traverse_util.flatten_dict(tree.get("backbone", {})).items()}
+  assert set(got) == {k for k in saved if k != "__dlbook__"}
+  for k, v in got.items():
+    np.testing.assert_array_equal(v, saved[k])
+  stamp = os.path.getmtime(path)
+  again, _ = transfer.pretrain(MODEL, dataset, unit, **kwargs)  # finished: nothing retrained or rewritten
+  assert again == path and os.path.getmtime(path) == stamp
+  with pytest.raises(DlbookError):
+    transfer.pretrain(MODEL, dataset, unit, **dict(kwargs, steps=3))

@@ -19,6 +19,9 @@ the pieces every such pipeline shares (docs/transfer.md):
 - `fit`: trains one unit on the runner (resumable, TensorBoard, history) over one or more `Segment`s
   (a training split for some steps, then its validation split evaluated); several segments train one
   model on one split after another (the thesis's sequential folds).
+- `pretrain` / `export_backbone`: where no pretrained file exists, a backbone trained on one real dataset
+  here, written as a dlbook weight file that the same `build_network` reads (a labelled stand-in for
+  ImageNet weights).
 - `evaluate`: probabilities and metrics of a split (binary: `dlbook.metrics.binary_metrics` plus
   subject-level accuracy when the split names subjects; multi-class: `classification_metrics`).
 
@@ -384,6 +387,79 @@ def fit(net: Network, state, prefixes, segments: Sequence[Segment], unit_dir: st
     rec = [r for r in result.log.records if r["step"] == int(b) and "val/accuracy" in r]
     seg_metrics.append({k[len("val/"):]: v for k, v in rec[-1].items() if k.startswith("val/")} if rec else {})
   return Fit(result.state, seg_metrics, result)
+
+
+def _backbone_kwargs(model_name: str, backbone: nn.Module) -> Dict[str, Any]:
+  """The constructor settings of `backbone` that differ from the registry's defaults (what a weight file
+  must record so that `build_network` rebuilds the same network)."""
+  default = models.build(model_name, num_classes=1, features=True)
+  out = {}
+  for f in dataclasses.fields(backbone):
+    if f.name in ("parent", "name", "num_classes", "features"):
+      continue
+    value = getattr(backbone, f.name)
+    if value != getattr(default, f.name):
+      require(isinstance(value, (bool, int, float, str, tuple, list)),
+              f"{model_name}: setting {f.name}={value!r} cannot be recorded in a weight file")
+      out[f.name] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def export_backbone(net: Network, variables, path: str) -> str:
+  """Writes the backbone of trained `TransferNet` variables (without the head) as a dlbook weight file
+  (`weights.save_variables`: model name, settings, input normalisation) that `build_network(...,
+  weights_spec=path)` reads like any pretrained file. Written atomically; returns `path`."""
+  tree = {c: v["backbone"] for c, v in variables.items() if isinstance(v, dict) and "backbone" in v}
+  require("params" in tree, "the variables hold no backbone parameters")
+  tree = jax.tree.map(np.asarray, tree)
+  ext = ".safetensors" if path.endswith(".safetensors") else ".npz"
+  tmp = f"{path}.tmp-{os.getpid()}{ext}"
+  weights.save_variables(tmp, tree, model_name=net.model_name,
+                         model_kwargs=_backbone_kwargs(net.model_name, net.model.backbone),
+                         normalization=net.normalization)
+  os.replace(tmp, path)
+  return path
+
+
+def pretrain(model_name: str, dataset, unit_dir: str, *, steps: int, batch_size: int, optimizer_config,
+             seed: int = 0, backbone_kwargs: Optional[dict] = None, dropout: float = 0.0, augment_config=None,
+             eval_batch_size: int = 250, eval_every: int = 0, log_every: int = 50,
+             checkpoint_every: Optional[int] = None) -> Tuple[str, dict]:
+  """Pretraining as a stand-in for ImageNet weights: `model_name` from random initialisation trained on
+  `dataset` (a `dlbook.data.pipeline.Dataset`) as one resumable runner unit in `unit_dir`, its backbone
+  then written to `unit_dir/backbone.safetensors`. Returns (that path, the unit's results payload); a
+  finished unit returns them without training again, and a unit recorded with other settings is refused."""
+  from dlbook.training import checkpoint
+  settings = {"model_name": model_name, "dataset": dataset.info, "steps": int(steps), "batch_size": int(batch_size),
+              "optimizer": optimizer_config.to_dict() if hasattr(optimizer_config, "to_dict") else optimizer_config,
+              "seed": int(seed), "backbone": dict(backbone_kwargs or {}), "dropout": float(dropout),
+              "augment": augment_config.to_dict() if hasattr(augment_config, "to_dict") else augment_config}
+  unit = checkpoint.Workdir(unit_dir, json.loads(json.dumps(settings, default=str)))
+  path = unit.join("backbone.safetensors")
+  if unit.finished and os.path.isfile(path):
+    return path, unit.results()
+  t0 = time.time()
+  net = build_network(model_name, num_outputs=dataset.num_classes, image_size=dataset.image_shape[0],
+                      weights_spec="", dropout=dropout, backbone_kwargs=backbone_kwargs, seed=seed)
+  state, prefixes = make_state(net, optimizer_config, int(steps))
+  unit.start()
+  done = fit(net, state, prefixes, [Segment(dataset.train, int(steps), dataset.val)], unit.path,
+             batch_size=int(batch_size), seed=int(seed), augment_config=augment_config or {},
+             num_classes=dataset.num_classes, eval_batch_size=int(eval_batch_size), eval_every=int(eval_every),
+             log_every=int(log_every), checkpoint_every=int(checkpoint_every or steps), started=t0,
+             name="pretrain")
+  export_backbone(net, {"params": done.state.params, "batch_stats": done.state.batch_stats}, path)
+  test, _ = evaluate(net, done.state, dataset.test, int(eval_batch_size), dataset.num_classes)
+  done.result.log.write(int(steps), scalars(test), prefix="test/")
+  done.result.log.close()
+  metrics = {f"test_{k}": v for k, v in scalars(test).items()}
+  metrics.update({f"val_{k}": v for k, v in done.segment_metrics[-1].items() if k != "segment"})
+  payload = reporting.write_results(unit.path, config=settings, seed=int(seed), dataset=dataset.info,
+                                    metrics=metrics, network=net.info(), weights_file=path,
+                                    wall_time_s=done.result.wall_time_s(t0), total_steps=int(steps),
+                                    resumed_from_step=done.result.start_step,
+                                    train_steps_per_s=done.result.steps_per_s)
+  return path, payload
 
 
 def write_outputs(unit_dir: str, log, test_metrics: dict, class_names, title: str) -> None:
