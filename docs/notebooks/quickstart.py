@@ -24,7 +24,9 @@ DLBOOK_REPO = "https://github.com/YOUR_ORG/dlbook.git"
 
 # %%
 import json
+import math
 import os
+import shutil
 import tempfile
 
 import jax
@@ -46,11 +48,18 @@ print(results["metrics"])
 
 # %% [markdown]
 # ## Resume
-# Running again with the same working directory restores the latest checkpoint instead of starting over.
+# A run that stops early (killed, preempted) leaves its checkpoints. Running the same config on the same
+# working directory restores the latest one and continues from there; a finished run is only read back.
+# Here the interruption is simulated: the finished run loses its `results.json` and its newest checkpoint.
 
 # %%
+checkpoints = os.path.join(workdir, "checkpoints")
+steps = sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit())
+print("checkpoints at steps", steps)
+os.remove(os.path.join(workdir, "results.json"))
+shutil.rmtree(os.path.join(checkpoints, str(steps[-1])))
 resumed = loop.train_and_evaluate(config, workdir)
-print(resumed["metrics"])
+print("resumed from step", resumed["resumed_from_step"], "| test accuracy", resumed["metrics"]["test_accuracy"])
 
 # %% [markdown]
 # ## Read the results
@@ -61,3 +70,8 @@ with open(os.path.join(workdir, "results.json")) as f:
   saved = json.load(f)
 print(sorted(saved))
 print("test accuracy:", saved["metrics"]["test_accuracy"])
+# The resumed run continued from the checkpoint and ended where the uninterrupted one did.
+assert saved["resumed_from_step"] == steps[-2], (saved["resumed_from_step"], steps)
+assert all(math.isfinite(saved["metrics"][k]) for k in ("test_accuracy", "test_loss", "val_accuracy"))
+assert math.isclose(saved["metrics"]["test_accuracy"], results["metrics"]["test_accuracy"], abs_tol=1e-6)
+assert saved["metrics"]["test_accuracy"] > 0.3  # ten classes: chance is 0.1
