@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from dlbook import models
+from dlbook import models, runtime
 from dlbook.training import TrainState
 from dlbook.training.steps import make_train_step
 
@@ -43,6 +43,8 @@ flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_integer("num_classes", 10, "Classes of the head.")
 flags.DEFINE_integer("steps", 3, "Steps per timed round.")
 flags.DEFINE_integer("repeats", 5, "Rounds per framework (alternating).")
+flags.DEFINE_enum("allocator", "default", ["default", "keep"], "keep: glibc keeps freed memory for the next step "
+                  "(dlbook.runtime.keep_freed_memory, the DARTS launchers' setting); default: glibc's own thresholds.")
 flags.DEFINE_string("torchvision_site", None, "A site-packages folder with torchvision 0.28 (optional).")
 flags.DEFINE_string("depthwise", None, "dlbook MobileNet depthwise implementation to try (conv or taps).")
 FLAGS = flags.FLAGS
@@ -121,7 +123,9 @@ def timed(run, steps):
 def main(argv):
   del argv
   import torch
-  print(f"torch={torch.__version__} jax={jax.__version__} threads_torch={torch.get_num_threads()} "
+  if FLAGS.allocator == "keep":
+    runtime.keep_freed_memory()
+  print(f"allocator={FLAGS.allocator} torch={torch.__version__} jax={jax.__version__} threads_torch={torch.get_num_threads()} "
         f"cpus={os.cpu_count()} load1={os.getloadavg()[0]:.2f}")
   for arch in FLAGS.archs:
     for size in (int(s) for s in FLAGS.sizes):
