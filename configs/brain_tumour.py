@@ -10,7 +10,9 @@ Presets (the config argument):
   MobileNetV3-Large pretrained here on the real Fashion-MNIST (10 classes, 32 px, `transfer.pretrain`),
   then fine-tuned on three classes of the real scikit-learn digits (3, 5, 8) with pseudo-patients of 6
   images, 5 patient-grouped folds, the whole SPEC pipeline (denoising on, rotation augmentation; no
-  flips, digits are not mirror-symmetric), cost at 224 px. Measured cost in docs/brain_tumour.md.
+  flips, digits are not mirror-symmetric), cost at 224 px. Measured: 35 min of wall time on 2 CPU cores
+  shared with other jobs (load average 13-19; pretraining 19 min, each fold ~80 s after the first's
+  compiles); docs/brain_tumour.md.
 - full: the book on Figshare (--config.data.data_dir=/path/to/figshare, the N.mat files and cvind.mat;
   --config.weights=/path/to/mobilenet_v3_large-8738ca79.pth or a Keras file): 224 px, 5 folds of
   cvind.mat, median -> Wiener denoising, rotation and flips, 30 epochs per fold (about 77 steps of 32).

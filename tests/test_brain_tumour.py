@@ -45,7 +45,7 @@ def test_figshare_tree_cross_validates_over_the_cvind_folds(tmp_path):
   data = brain_tumour.Data(smoke(tmp_path / "fig"))
   assert data.x.shape == (20, 24, 24, 3) and 0.0 <= data.x.min() and data.x.max() <= 1.0
   assert data.class_names == ("meningioma", "glioma", "pituitary") and data.stand_in == ""
-  assert data.fold_source == "cvind.mat folds" and len(data.folds) == 5
+  assert data.fold_source == "cvind.mat" and len(data.folds) == 5
   assert_folds_patient_disjoint(data)
   for k, (_, te) in enumerate(data.folds):  # cvind: patient i -> fold i % 5 + 1
     assert set(data.groups[te]) == {PATIENTS[k][0], PATIENTS[k + 5][0]}
@@ -57,7 +57,7 @@ def test_figshare_tree_cross_validates_over_the_cvind_folds(tmp_path):
 def test_figshare_without_cvind_gets_grouped_folds_and_stand_in_is_labelled(tmp_path):
   make_figshare(tmp_path / "fig", shape=(20, 20), with_cvind=False)
   data = brain_tumour.Data(smoke(tmp_path / "fig"))
-  assert data.fold_source.startswith("grouped stratified") and len(data.folds) == 5
+  assert data.fold_source == "grouped stratified 5 folds on PID (seed 0)" and len(data.folds) == 5
   assert_folds_patient_disjoint(data)
   cpu = brain_tumour.Data(brain_config.get_config("cpu"))
   assert cpu.stand_in == "stand-in data" and cpu.info["stand_in"] == "stand-in data"
@@ -208,8 +208,9 @@ def test_launcher_smoke_on_a_figshare_tree_and_resume(tmp_path):
   # a kill during fold 4: its results and last checkpoint gone, the report not written
   os.remove(workdir / "fold_4" / "results.json")
   os.remove(workdir / "results.json")
-  ckpts = sorted((p for p in (workdir / "fold_4" / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-  shutil.rmtree(ckpts[-1])
+  steps = sorted(int(p.name) for p in (workdir / "fold_4" / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [2, 3]
+  shutil.rmtree(workdir / "fold_4" / "checkpoints" / "3")
   out = run_launcher("experiments.brain_tumour", *args)
   assert out.returncode == 0, out.stderr[-3000:]
   again = json.loads((workdir / "fold_4" / "results.json").read_text())
