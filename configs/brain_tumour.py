@@ -9,7 +9,7 @@ Presets (the config argument):
 - cpu (default): a STAND-IN, as no Figshare slices or ImageNet MobileNetV3 weights are on this machine:
   MobileNetV3-Large pretrained here on the real Fashion-MNIST (10 classes, 32 px, `transfer.pretrain`),
   then fine-tuned on three classes of the real scikit-learn digits (3, 5, 8) with pseudo-patients of 6
-  images, 5 patient-grouped folds, the whole SPEC pipeline (denoising on, rotation augmentation; no
+  images, 5 patient-grouped folds, the whole pipeline of ch. 13 (denoising on, rotation augmentation; no
   flips, digits are not mirror-symmetric), cost at 224 px. Measured: 35 min of wall time on 2 CPU cores
   shared with other jobs (load average 13-19; pretraining 19 min, each fold ~80 s after the first's
   compiles); docs/brain_tumour.md.
