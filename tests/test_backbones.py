@@ -214,8 +214,8 @@ def test_freeze_mask_first_f_layers(tiny_densenet):
 def test_depthwise_taps_equal_the_grouped_conv(padding):
   from dlbook.models.backbones.common import ConvBN
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 10, 6)), jnp.float32)
-  for stride in (1, 2):
-    conv = ConvBN(6, 3, stride, groups=-1, padding=padding)
+  for stride, kernel in ((1, 3), (2, 3), (2, 5)):  # MobileNetV3 has 5x5 depthwise kernels too
+    conv = ConvBN(6, kernel, stride, groups=-1, padding=padding)
     v = jax.jit(conv.init)(jax.random.key(0, impl="rbg"), x)
-    taps = ConvBN(6, 3, stride, groups=-1, padding=padding, depthwise="taps")
+    taps = ConvBN(6, kernel, stride, groups=-1, padding=padding, depthwise="taps")
     np.testing.assert_allclose(taps.apply(v, x), conv.apply(v, x), rtol=1e-5, atol=1e-5)

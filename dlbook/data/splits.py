@@ -13,6 +13,8 @@ here keeps each group (patient, subject) on one side and `check_groups_disjoint`
   ``round((1 - test_fraction) / val_fraction)``: the fractions are met to the nearest whole group.
 - `folds_from_assignment`: the (train, val) pairs of a published fold column (C-NMC
   ``fold_k``, Figshare ``cvind.mat``), checked for disjointness when groups are given.
+- `patient_folds`: the published assignment when a source has one, else grouped stratified folds,
+  every fold checked; what both medical image pipelines (leukaemia, brain tumour) split by.
 - `class_weights`: n / (K · n_c), the inverse-frequency weights of book §12.3.1 (a class 100×
   rarer weighs 100× more); sklearn's ``compute_class_weight('balanced')``.
 """
@@ -90,6 +92,21 @@ def folds_from_assignment(folds, groups=None) -> List[IndexPair]:
   if groups is not None:
     check_groups_disjoint(groups, {f"fold {k}": np.flatnonzero(folds == k) for k in ids})
   return pairs
+
+
+def patient_folds(labels, groups, assignment=None, n_splits: int = 5, seed: int = 0,
+                  unit: str = "patient") -> Tuple[List[IndexPair], str]:
+  """(folds, where they come from): the (train, val) pairs of a published per-sample `assignment` when
+  given, else `n_splits` `unit`-grouped stratified folds; each fold is checked to be group-disjoint."""
+  groups = np.asarray(groups)
+  if assignment is not None:
+    folds, source = folds_from_assignment(assignment, groups), "published fold assignment"
+  else:
+    folds = grouped_stratified_folds(labels, groups, int(n_splits), int(seed))
+    source = f"{unit}-grouped stratified folds (seed {int(seed)})"
+  for k, (tr, va) in enumerate(folds):
+    check_groups_disjoint(groups, {f"fold {k} training": tr, f"fold {k} validation": va})
+  return folds, source
 
 
 def class_weights(labels, num_classes: Optional[int] = None) -> np.ndarray:

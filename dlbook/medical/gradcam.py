@@ -20,6 +20,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dlbook.errors import DlbookError
 
@@ -102,3 +103,39 @@ def energy_in_mask(cam, mask) -> jnp.ndarray:
   chex.assert_equal_shape((cam, mask))
   total = cam.sum(axis=(-2, -1))
   return jnp.where(total > 0, (cam * mask).sum(axis=(-2, -1)) / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+def mask_overlap(cam, mask) -> dict:
+  """Per image: the fraction of Grad-CAM mass inside the mask (`energy_in_mask`) and the mask's share of
+  the image (what a uniform map would score), and their ratio (> 1: the map concentrates on the mask)."""
+  mass = np.asarray(energy_in_mask(cam, mask), np.float64)
+  area = np.asarray(mask, np.float64).mean(axis=(-2, -1))
+  ratio = np.divide(mass, area, out=np.full_like(mass, np.nan), where=area > 0)
+  return {"mass_in_mask": mass.tolist(), "mask_area_fraction": area.tolist(), "ratio": ratio.tolist()}
+
+
+def plot_gradcam(path: str, images, cams, titles: Sequence[str], masks=None, suptitle: str = "") -> None:
+  """One column per image: the image (grey; the mask's outline in cyan when given) and the map over it."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  images, cams = np.asarray(images), np.asarray(cams)
+  n = len(images)
+  fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.1), squeeze=False)
+  for i in range(n):
+    grey = images[i].mean(axis=-1) if images[i].ndim == 3 else images[i]
+    for row in range(2):
+      ax = axes[row, i]
+      ax.imshow(grey, cmap="gray")
+      if row == 1:
+        ax.imshow(cams[i], cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+      if masks is not None:
+        ax.contour(np.asarray(masks[i], np.float32), levels=[0.5], colors="cyan", linewidths=0.8)
+      ax.set_xticks([])
+      ax.set_yticks([])
+    axes[0, i].set_title(titles[i], fontsize=7)
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -31,9 +31,9 @@ import numpy as np
 from absl import logging
 
 from dlbook import models
-from dlbook.data.pipeline import Split, resize_images
+from dlbook.data.pipeline import Split
 from dlbook.data.sources import load_raw
-from dlbook.data.splits import check_groups_disjoint, folds_from_assignment, grouped_stratified_folds
+from dlbook.data.splits import check_groups_disjoint, patient_folds
 from dlbook.errors import require
 from dlbook.tables import STD_NOTE, mean_std
 from dlbook.training import checkpoint, reporting, transfer
@@ -76,17 +76,11 @@ class Data:
     require(raw.groups_train is not None and raw.groups_test is not None,
             f"dataset {c.name!r} names no subjects; the leukaemia pipeline needs subject-disjoint folds")
     size = int(config.image_size)
-    prep = lambda x: _rgb(resize_images(x.astype(np.float32) / raw.max_value, size))  # noqa: E731
+    prep = lambda x: transfer.rgb_images(x, raw.max_value, size)  # noqa: E731
     self.x, self.y, self.groups = prep(raw.x_train), raw.y_train.astype(np.int32), np.asarray(raw.groups_train)
     self.test = Split(prep(raw.x_test), raw.y_test.astype(np.int32), np.asarray(raw.groups_test))
-    if raw.folds_train is not None:
-      self.folds = folds_from_assignment(raw.folds_train, self.groups)
-      self.fold_source = "published fold assignment"
-    else:
-      self.folds = grouped_stratified_folds(self.y, self.groups, int(config.num_folds), int(config.split_seed))
-      self.fold_source = f"subject-grouped stratified folds (seed {int(config.split_seed)})"
-    for k, (tr, va) in enumerate(self.folds):
-      check_groups_disjoint(self.groups, {f"fold {k} training": tr, f"fold {k} validation": va})
+    self.folds, self.fold_source = patient_folds(self.y, self.groups, raw.folds_train, int(config.num_folds),
+                                                 int(config.split_seed), unit="subject")
     check_groups_disjoint(np.concatenate([self.groups, self.test.groups]),
                           {"training": np.arange(len(self.y)), "test": len(self.y) + np.arange(len(self.test))})
     self.class_names = tuple(raw.class_names)
@@ -98,10 +92,6 @@ class Data:
 
   def split(self, idx) -> Split:
     return Split(self.x[idx], self.y[idx], self.groups[idx])
-
-
-def _rgb(x):
-  return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
 # ------------------------------------------------------------------------------------ units

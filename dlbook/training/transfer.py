@@ -45,7 +45,7 @@ from absl import logging
 from flax import traverse_util
 
 from dlbook import models
-from dlbook.data.pipeline import Split, eval_batches, train_batch
+from dlbook.data.pipeline import Split, eval_batches, resize_images, train_batch
 from dlbook.errors import require
 from dlbook.metrics import binary_metrics, classification_metrics, subject_level
 from dlbook.models import weights
@@ -93,6 +93,13 @@ def resolve_weights(model_name: str, spec: Optional[str]) -> Optional[str]:
   require(os.path.isfile(path), f"weight file {path} does not exist (weights: '' for random initialisation, "
           f"'{IMAGENET}' for the installed ImageNet file, or a path)")
   return path
+
+
+def rgb_images(x: np.ndarray, max_value: float, size: int) -> np.ndarray:
+  """What every backbone here is fed: float32 in [0, 1] (`x` / `max_value`), resized to size x size,
+  grey images repeated to 3 channels (the backbone's own normalisation comes after, in `TransferNet`)."""
+  x = resize_images(np.asarray(x, np.float32) / float(max_value), int(size))
+  return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
 # ------------------------------------------------------------------------------------ network
@@ -460,6 +467,33 @@ def pretrain(model_name: str, dataset, unit_dir: str, *, steps: int, batch_size:
                                     resumed_from_step=done.result.start_step,
                                     train_steps_per_s=done.result.steps_per_s)
   return path, payload
+
+
+def model_cost(net: Network, variables, image_size: int, repeats: int = 30, warmup: int = 3) -> dict:
+  """What "lightweight" means, measured: parameters (head included), the size of all variables in
+  float32 MB (10^6 bytes), multiplications of one forward pass at batch 1 (XLA's `cost_analysis` flops
+  / 2 of the compiled inference program: a multiply-add is 2 flops; element-wise operations add a few
+  percent) and CPU latency per image (batch 1, median of `repeats` calls after `warmup` calls)."""
+  import statistics
+  require(int(repeats) >= 1 and int(warmup) >= 0, f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+  x = jnp.zeros((1, int(image_size), int(image_size), 3), jnp.float32)
+  fn = jax.jit(lambda v, x: net.model.apply(v, x, train=False)).lower(variables, x).compile()
+  analysis = fn.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  flops = float((analysis or {}).get("flops", float("nan")))
+  for _ in range(int(warmup)):
+    jax.block_until_ready(fn(variables, x))
+  times = []
+  for _ in range(int(repeats)):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(variables, x))
+    times.append(time.perf_counter() - t0)
+  leaves = jax.tree_util.tree_leaves(variables)
+  return {"parameters": int(sum(np.size(v) for v in jax.tree_util.tree_leaves(variables["params"]))),
+          "size_mb": float(sum(4 * np.size(v) for v in leaves) / 1e6), "macs_xla": flops / 2,
+          "latency_ms_median": 1e3 * statistics.median(times), "latency_ms_min": 1e3 * min(times),
+          "latency_repeats": int(repeats), "latency_warmup": int(warmup), "image_size": int(image_size),
+          "backend": jax.default_backend(), "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]}
 
 
 def write_outputs(unit_dir: str, log, test_metrics: dict, class_names, title: str) -> None:
