@@ -172,6 +172,25 @@ def stack(trees):
   return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
+_TRACES = {}  # traces of each vmapped program (a Python side effect: once per trace, never per call)
+
+
+@functools.lru_cache(maxsize=None)
+def _program(settings: tuple, key: tuple, image_shape: tuple, vmapped: bool):
+  """The jitted epoch of group `key` (architecture[, optimizer]) at `image_shape`, shared by every trainer
+  with the same settings in this process (a resumed or repeated search compiles nothing again)."""
+  num_classes, eval_batch_size, cosine, adam_weight_decay, astrocytes = settings
+  one = make_epoch_fn(key[0], key[1] if len(key) > 1 else None, num_classes, image_shape, eval_batch_size,
+                      cosine=cosine, adam_weight_decay=adam_weight_decay, astrocytes=astrocytes)
+  if not vmapped:
+    return jax.jit(one)
+
+  def batched(variables, hp, keys, batch_index, schedule, data):
+    _TRACES[(settings, key, image_shape)] = _TRACES.get((settings, key, image_shape), 0) + 1
+    return jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))(variables, hp, keys, batch_index, schedule, data)
+  return jax.jit(batched)
+
+
 class PopulationTrainer:
   """One epoch for decoded individuals from their weights: grouped and vmapped (`__call__`) or one at a
   time (`loop`). Both return {row: {variables, predictions, train_loss}} as host arrays."""
@@ -181,26 +200,21 @@ class PopulationTrainer:
     require(group_size > 0, f"group_size must be positive, got {group_size}")
     self.group_size = int(group_size)
     self.traced_optimizer = bool(traced_optimizer)
-    self.settings = dict(num_classes=int(num_classes), eval_batch_size=int(eval_batch_size), cosine=bool(cosine),
-                         adam_weight_decay=bool(adam_weight_decay), astrocytes=astrocytes)
-    self.num_traces = 0
+    self.settings = (int(num_classes), int(eval_batch_size), bool(cosine), bool(adam_weight_decay), astrocytes)
+    self._programs = set()
+
+  @property
+  def num_traces(self) -> int:
+    """Traces of the vmapped programs this trainer used (one per group key and image size when all is well)."""
+    return sum(_TRACES.get(p, 0) for p in self._programs)
 
   def group_key(self, d: dict) -> tuple:
     return (d["architecture"],) if self.traced_optimizer else (d["architecture"], d["optimizer"])
 
-  @functools.lru_cache(maxsize=None)
   def _fn(self, key: tuple, image_shape: tuple, vmapped: bool):
-    s = self.settings
-    one = make_epoch_fn(key[0], key[1] if len(key) > 1 else None, s["num_classes"], image_shape,
-                        s["eval_batch_size"], cosine=s["cosine"], adam_weight_decay=s["adam_weight_decay"],
-                        astrocytes=s["astrocytes"])
-    if not vmapped:
-      return jax.jit(one)
-
-    def batched(variables, hp, keys, batch_index, schedule, data):
-      self.num_traces += 1  # once per trace, never per call
-      return jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))(variables, hp, keys, batch_index, schedule, data)
-    return jax.jit(batched)
+    if vmapped:
+      self._programs.add((self.settings, key, image_shape))
+    return _program(self.settings, key, image_shape, vmapped)
 
   def chunks(self, decoded: Sequence[dict], rows: Sequence[int]) -> List[tuple]:
     """(group key, members) in a fixed order: groups by first appearance, chunks of `group_size`."""

@@ -283,7 +283,7 @@ def search(config, workdir: str, on_chunk=None) -> dict:
   if ckpt.latest_step() is not None:
     tree = ckpt.restore(None)
     state = evolution.state_from_tree(ga.init(init_key, params), tree["ga"])
-    hist = {k: np.asarray(tree[k], hist[k].dtype) for k in hist}
+    hist = {k: np.array(tree[k], hist[k].dtype) for k in hist}  # writable copies
     weights = {int(k): v for k, v in tree["weights"].items()}
     best = tree["best"]
     logging.info("Gen-Soup resumed after generation %d", int(state.generation))
