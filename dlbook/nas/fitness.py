@@ -93,18 +93,24 @@ def _per_individual_copy_rule(axis_size, in_batched, images, individual):
   return jnp.broadcast_to(images, (axis_size,) + images.shape), True
 
 
-def train_scan(loss_fn: Callable, tx: optax.GradientTransformation, params, stats, data, key_data):
+def train_scan(loss_fn: Callable, tx: optax.GradientTransformation, params, stats, data, key_data,
+               post_step: Optional[Callable] = None):
   """One individual's training as one `lax.scan` over `data["batch_index"]`: `loss_fn(params, stats, images,
   labels) -> (loss, new_stats)` is differentiated and `tx` applied at every step; the shared batch images
-  reach the individual through `per_individual_copy`. Returns the trained params, BatchNorm stats and the
-  per-step losses. Shared by the NAS fitness and the Gen-CNN hyperparameter search."""
+  reach the individual through `per_individual_copy`. `post_step(params, stats) -> (params, stats)`, if
+  given, runs after every optimizer step (Gen-Soup's astrocyte modulation). Returns the trained params,
+  the stats (BatchNorm statistics, or whatever `loss_fn` carries) and the per-step losses. Shared by the
+  NAS fitness and the Gen-CNN and Gen-Soup hyperparameter searches."""
 
   def step(carry, idx):
     params, stats, opt_state = carry
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, stats, per_individual_copy(data["train_images"][idx], key_data), data["train_labels"][idx])
     updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), stats, opt_state), loss
+    params = optax.apply_updates(params, updates)
+    if post_step is not None:
+      params, stats = post_step(params, stats)
+    return (params, stats, opt_state), loss
 
   (params, stats, _), losses = jax.lax.scan(step, (params, stats, tx.init(params)), data["batch_index"])
   return params, stats, losses
