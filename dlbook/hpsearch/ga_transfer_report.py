@@ -102,7 +102,7 @@ def _short(best) -> str:
           f"dropout {d['dropout']:.2f}")
 
 
-def table(config, per_seed: list, pretrain, network: dict, data_info: dict) -> str:
+def table(config, per_seed: list, pretrain, network: dict, data_info: dict, total_seeds: int = 0) -> str:
   from dlbook.training.transfer import report_command
   seeds = ", ".join(str(s["seed"]) for s in per_seed)
   t, a = config.train, config.ga
@@ -121,6 +121,8 @@ def table(config, per_seed: list, pretrain, network: dict, data_info: dict) -> s
                  f"accuracy {pretrain['test_accuracy']:.4f}), standing in for ImageNet weights.")
   else:
     lines.append(f"Weights: {network.get('weights') or 'random initialisation'} ({network.get('layout')} layout).")
+  if total_seeds > len(per_seed):
+    lines.append(f"**Partial**: {len(per_seed)} of the {total_seeds} seeds had finished when this table was written.")
   lines += [f"Budget per search: {first['trainings']} trainings (population {a.population_size}, generation 0 and "
             f"{a.generations} more) of {t.steps} Adam steps at batch {t.batch_size}; random search draws the same "
             f"number from the same gene ranges.", "",

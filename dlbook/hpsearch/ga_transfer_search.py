@@ -300,16 +300,19 @@ def make_context(config, weights_path: str, total_trainings: int) -> Context:
                  reporting.Progress(total_trainings, 0, name="trainings"))
 
 
-def run(config, workdir: str, docs_dir: Optional[str] = None) -> dict:
+def run(config, workdir: str, docs_dir: Optional[str] = None, report_only: bool = False) -> dict:
   """The whole experiment (pretraining, GA and random search for every seed, the table); returns the
-  results.json payload."""
+  results.json payload. `report_only`: trains nothing and writes the table of the seeds finished so far
+  (labelled partial when some are missing)."""
   from dlbook.hpsearch import ga_transfer_report as report
   t0 = time.time()
   validate_config(config)
   run_dir = checkpoint.Workdir(workdir, config.to_dict())
-  if run_dir.finished:
+  if run_dir.finished and not report_only:
     return run_dir.results()
-  run_dir.start()
+  require(not report_only or os.path.isdir(run_dir.path), f"workdir {run_dir.path} holds no run to report")
+  if not report_only:
+    run_dir.start()
   pre = _pretrain(config, run_dir.path) if config.weights == PRETRAIN else None
   weights_path = pre["weights"] if pre else config.weights
   P, G = int(config.ga.population_size), int(config.ga.generations)
@@ -319,17 +322,25 @@ def run(config, workdir: str, docs_dir: Optional[str] = None) -> dict:
   per_seed = []
   for seed in seeds:
     sdir = run_dir.join(f"seed_{seed}")
-    ga = run_ga(ctx, os.path.join(sdir, "ga"), seed)
-    rs = run_random(ctx, os.path.join(sdir, "random_search"), seed, ga["metrics"]["trainings"]) \
-        if config.random_search else None
+    if report_only:
+      ga, rs = (read_json(os.path.join(sdir, arm, "results.json")) for arm in ("ga", "random_search"))
+      if ga is None or (config.random_search and rs is None):
+        continue
+    else:
+      ga = run_ga(ctx, os.path.join(sdir, "ga"), seed)
+      rs = run_random(ctx, os.path.join(sdir, "random_search"), seed, ga["metrics"]["trainings"]) \
+          if config.random_search else None
     report.plot_seed(os.path.join(sdir, "ga"), ga, rs, P, f"GA transfer learning, seed {seed}")
     per_seed.append({"seed": seed, "ga": ga, "random_search": rs})
-  table = report.table(config, per_seed, pre, ctx.start.info, ctx.data.info)
+  require(bool(per_seed), f"no seed of {run_dir.path} has finished its GA and random search yet")
+  table = report.table(config, per_seed, pre, ctx.start.info, ctx.data.info, total_seeds=len(seeds))
   reporting.write_text_atomic(run_dir.join("table.md"), table)
   if docs_dir:
-    name = f"ga_transfer_{config.preset}_table.md"
-    reporting.write_text_atomic(os.path.join(os.path.abspath(docs_dir), name), table)
+    os.makedirs(os.path.abspath(docs_dir), exist_ok=True)
+    reporting.write_text_atomic(os.path.join(os.path.abspath(docs_dir), f"ga_transfer_{config.preset}_table.md"), table)
   summary = report.summary(per_seed)
+  if report_only:
+    return {"metrics": summary, "seeds_finished": [s["seed"] for s in per_seed]}
   return reporting.write_results(run_dir.path, config=config, seed=seeds, dataset=ctx.data.info, metrics=summary,
                                  wall_time_s=time.time() - t0, pretrain=pre, network=ctx.start.info,
                                  per_seed=[{"seed": s["seed"], "ga": s["ga"]["metrics"],
