@@ -207,6 +207,15 @@ def densenet121_se(num_classes: int = 1000, **kwargs) -> DenseNet:
   return DenseNet(blocks=DENSENET_BLOCKS["densenet121"], num_classes=num_classes, **kwargs)
 
 
+@register("densenet_se")
+def densenet_se(num_classes: int = 1000, **kwargs) -> DenseNet:
+  """DenseNet with SE after each block and any `blocks`, `growth`, `init_features` (default: DenseNet-121-SE's);
+  small ones stand in for DenseNet-121-SE in tests, with the same include/freeze masks."""
+  kwargs.setdefault("se_reduction", 16)
+  kwargs.setdefault("blocks", DENSENET_BLOCKS["densenet121"])
+  return DenseNet(num_classes=num_classes, **kwargs)
+
+
 def _block_of(k: int, blocks: Sequence[int]) -> Tuple[int, int]:
   """(block, index within block), both 1-based, of dense layer k."""
   start = 0
