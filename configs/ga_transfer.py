@@ -9,7 +9,7 @@ Presets:
   digits at 16 px, population 3, 2 more generations of 4 steps, 1 seed; seconds, for tests.
 - cpu (default): DenseNet-121-SE pretrained from scratch (200 steps at batch 32) on 6,000 real
   Fashion-MNIST training images at 32 px (3 channels), then transferred to scikit-learn's real 8x8 handwritten digits upsampled to 32 px
-  (1,150 train / 287 validation / 360 test); population 4, generation 0 and 2 more (12 trainings of 12
+  (1,151 train / 287 validation / 359 test); population 4, generation 0 and 2 more (12 trainings of 12
   Adam steps at batch 16 per search), random search with the same 12 trainings, 3 seeds. Measured
   cost in docs/ga_transfer.md.
 - full: seed 004's network and genes on a local image folder (data.name=image_folder:/path, one
