@@ -51,3 +51,16 @@ def atomic_write(path: str, write: Callable, mode: Optional[int] = None) -> None
         os.unlink(tmp)
       except OSError:
         pass
+
+
+def read_json(path: str):
+  """A JSON record a run wrote earlier, or None where there is none; a corrupt one is one error line
+  (it is the user's to move away, so that part is redone), never silently overwritten."""
+  import json
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as fh:
+      return json.load(fh)
+  except ValueError:
+    raise DlbookError(f"{path} is corrupt (not JSON); move it away to redo that part") from None

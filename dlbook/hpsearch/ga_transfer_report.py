@@ -12,7 +12,7 @@ from dlbook.tables import STD_NOTE, mean_std
 
 def plot_seed(directory: str, ga: dict, rs, population: int, title: str) -> None:
   """fitness.png and genes.png of one seed's GA (and its random search) from their logs."""
-  from dlbook.hpsearch.ga_transfer_search import read_json
+  from dlbook.files import read_json
   rows = read_json(os.path.join(directory, "generations.json")) or []
   draws = read_json(os.path.join(os.path.dirname(directory), "random_search", "draws.json")) if rs else None
   if rows:

@@ -37,6 +37,7 @@ from dlbook.data.pipeline import train_batch
 from dlbook.errors import require
 from dlbook.hpsearch import ga_transfer as gt
 from dlbook.training import checkpoint, reporting, runner
+from dlbook.files import read_json
 
 PRETRAIN = "pretrain"
 
@@ -97,16 +98,6 @@ def _genes(population) -> dict:
           "dropout": jnp.asarray(population["dropout"], jnp.float32)}
 
 
-def read_json(path: str):
-  import json
-  from dlbook.errors import DlbookError
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as fh:
-      return json.load(fh)
-  except ValueError:
-    raise DlbookError(f"{path} is corrupt (not JSON); move it away to redo that part") from None
 
 
 def train_unit(ctx: Context, unit_dir: str, population, keys, data_seed: int, name: str) -> dict:

@@ -44,6 +44,7 @@ from dlbook.hpsearch import gen_cnn, gen_soup, soup
 from dlbook.metrics.classification import confusion_matrix, metrics_from_confusion
 from dlbook.nas.fitness import individual_keys, make_fitness_data
 from dlbook.training import astrocytes as astro_lib
+from dlbook.files import read_json
 
 EVALUATIONS = ("vmap", "loop")
 INHERIT = ("init", "elite", "copy", "better_parent", "average")
@@ -476,15 +477,6 @@ def _uniform_soup(config, run_dir, train_fn, ds, fit, key, budget, per_epoch) ->
                                   test=_test_metrics(u.architecture, nc, weights[k_best], ds, eb))}
 
 
-def read_json(path):
-  import json
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as fh:
-      return json.load(fh)
-  except ValueError:
-    raise DlbookError(f"{path} is corrupt (not JSON); move it away to redo that phase") from None
 
 
 def run(config, workdir: str, docs_dir=None, command: str = "") -> dict:

@@ -25,6 +25,7 @@ from dlbook.errors import require
 from dlbook.hpsearch import gen_cnn
 from dlbook.metrics.classification import confusion_matrix, metrics_from_confusion
 from dlbook.nas.fitness import individual_keys, make_fitness_data
+from dlbook.files import read_json as reporting_read
 
 EVALUATIONS = ("vmap", "loop")
 
@@ -235,14 +236,3 @@ def search(config, workdir: str) -> dict:
       generation_log="generations.json")
 
 
-def reporting_read(path):
-  """A JSON record this search wrote earlier (None if absent); a corrupt one is the user's to move."""
-  import json
-  from dlbook.errors import DlbookError
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as fh:
-      return json.load(fh)
-  except ValueError:
-    raise DlbookError(f"{path} is corrupt (not JSON); move it away to redo that phase") from None
