@@ -39,7 +39,7 @@ from absl import logging
 from dlbook import data as data_lib
 from dlbook import evolution
 from dlbook import models
-from dlbook.errors import DlbookError, require
+from dlbook.errors import require
 from dlbook.hpsearch import gen_cnn, gen_soup, soup
 from dlbook.metrics.classification import confusion_matrix, metrics_from_confusion
 from dlbook.nas.fitness import individual_keys, make_fitness_data
