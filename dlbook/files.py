@@ -53,9 +53,9 @@ def atomic_write(path: str, write: Callable, mode: Optional[int] = None) -> None
         pass
 
 
-def read_json(path: str):
+def read_json(path: str, hint: str = "move it away to redo that part"):
   """A JSON record a run wrote earlier, or None where there is none; a corrupt one is one error line
-  (it is the user's to move away, so that part is redone), never silently overwritten."""
+  ending in `hint` (it is the user's to move away), never silently overwritten."""
   import json
   if not os.path.exists(path):
     return None
@@ -63,4 +63,4 @@ def read_json(path: str):
     with open(path) as fh:
       return json.load(fh)
   except ValueError:
-    raise DlbookError(f"{path} is corrupt (not JSON); move it away to redo that part") from None
+    raise DlbookError(f"{path} is corrupt (not JSON); {hint}") from None

@@ -63,12 +63,7 @@ def validate_config(config) -> None:
   """Every bad value raises a one-line DlbookError naming the key, before anything is written."""
   require(config.model in models.names(), f"unknown backbone {config.model!r} in model; valid: "
           f"{', '.join(models.names())}")
-  for key in ("steps_per_fold", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
-              "image_size"):
-    require(int(config[key]) > 0, f"{key} must be positive, got {config[key]}")
-  require(int(config.num_folds) >= 2, f"num_folds must be >= 2, got {config.num_folds}")
-  require(int(config.eval_every_steps) >= 0, f"eval_every_steps must be >= 0, got {config.eval_every_steps}")
-  require(0 <= float(config.dropout) < 1, f"dropout must be in [0, 1), got {config.dropout}")
+  transfer.validate_fold_settings(config)
   require(config.folds in ("cvind", "grouped"), f"folds must be 'cvind' or 'grouped', got {config.folds!r}")
   p = config.pretrain
   require(int(p.steps) >= 0, f"pretrain.steps must be >= 0, got {p.steps}")

@@ -51,12 +51,7 @@ def validate_config(config) -> None:
     require(name in models.names(), f"unknown model {name!r} in models; valid: {', '.join(models.names())}")
   require(len(config.modes) > 0 and all(m in MODES for m in config.modes),
           f"modes must be a non-empty subset of {MODES}, got {tuple(config.modes)}")
-  for key in ("steps_per_fold", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
-              "image_size"):
-    require(int(config[key]) > 0, f"{key} must be positive, got {config[key]}")
-  require(int(config.num_folds) >= 2, f"num_folds must be >= 2, got {config.num_folds}")
-  require(int(config.eval_every_steps) >= 0, f"eval_every_steps must be >= 0, got {config.eval_every_steps}")
-  require(0 <= float(config.dropout) < 1, f"dropout must be in [0, 1), got {config.dropout}")
+  transfer.validate_fold_settings(config)
   for name in config.weights:
     require(name in names, f"weights.{name}: {name!r} is not one of models {names}")
 

@@ -196,14 +196,8 @@ class Workdir:
       check_writable_dir(self.path)
 
   def _read(self, name: str):
-    path = os.path.join(self.path, name)
-    if not os.path.exists(path):
-      return None
-    try:
-      with open(path) as f:
-        return json.load(f)
-    except ValueError:
-      raise DlbookError(f"{path} is corrupt (not JSON); move it away to start a new run in {self.path}") from None
+    from dlbook.files import read_json
+    return read_json(os.path.join(self.path, name), f"move it away to start a new run in {self.path}")
 
   def join(self, *parts) -> str:
     return os.path.join(self.path, *parts)

@@ -412,6 +412,17 @@ def _backbone_kwargs(model_name: str, backbone: nn.Module) -> Dict[str, Any]:
   return out
 
 
+def validate_fold_settings(config) -> None:
+  """The settings every fold-wise fine-tuning pipeline shares (leukaemia, brain tumour): one-line
+  DlbookErrors naming the key."""
+  for key in ("steps_per_fold", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
+              "image_size"):
+    require(int(config[key]) > 0, f"{key} must be positive, got {config[key]}")
+  require(int(config.num_folds) >= 2, f"num_folds must be >= 2, got {config.num_folds}")
+  require(int(config.eval_every_steps) >= 0, f"eval_every_steps must be >= 0, got {config.eval_every_steps}")
+  require(0 <= float(config.dropout) < 1, f"dropout must be in [0, 1), got {config.dropout}")
+
+
 def export_backbone(net: Network, variables, path: str) -> str:
   """Writes the backbone of trained `TransferNet` variables (without the head) as a dlbook weight file
   (`weights.save_variables`: model name, settings, input normalisation) that `build_network(...,
