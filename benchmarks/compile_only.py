@@ -47,6 +47,7 @@ def define_flags():
 
 KERNELS = {"cpu": dict(conv_impl="shift", pool_impl="gather", edges="scan"),
            "accelerator": dict(conv_impl="grouped", pool_impl="xla", edges="unrolled"),
+           "accelerator_scan": dict(conv_impl="grouped", pool_impl="xla", edges="scan"),
            "auto": dict(conv_impl="auto", pool_impl="auto", edges="auto")}
 STEPS = ("search1", "search2", "eval")
 

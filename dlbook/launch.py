@@ -51,7 +51,10 @@ def enable_compilation_cache(min_compile_time_s: float = 2.0):
 
 
 def run(main) -> None:
-  """`app.run(main)` with user errors reported as one line and a non-zero exit."""
+  """`app.run(main)` with user errors reported as one line and a non-zero exit. The process first
+  restarts itself with glibc's huge-page allocator (`dlbook.runtime.use_huge_pages`)."""
+  from dlbook import runtime  # noqa: PLC0415
+  runtime.use_huge_pages()
 
   def wrapped(argv):
     logging.set_verbosity(logging.INFO)
