@@ -7,10 +7,12 @@ Each step is lowered and compiled with JAX's ahead-of-time API (`jax.jit(step).l
 on abstract inputs (`jax.eval_shape`: no parameter init, nothing runs), so it measures compilation only.
 Steps: `search1` / `search2` = `dlbook.nas.darts.bilevel.make_search_step` of the first / second order
 (exact hypergradient, `remat_edges` for the second order as the `full` search preset) on `darts_search`;
+`search1_shared` = the first order with `passes="shared"` (both passes as one differentiated program);
 `eval` = `dlbook.training.steps.make_train_step` (auxiliary weight 0.4) on `darts_eval` with DARTS_V2,
 the auxiliary head and drop-path 0.2, SGD momentum with clipping 5. Kernel sets (model arguments):
 - `cpu`: conv_impl=shift, pool_impl=gather, edges=scan (what "auto" picks on the CPU);
-- `accelerator`: conv_impl=grouped, pool_impl=xla, edges=unrolled (what "auto" picks on GPUs/TPUs).
+- `accelerator`: conv_impl=grouped, pool_impl=xla, edges=unrolled (what "auto" picks on GPUs/TPUs);
+- `accelerator_scan`: the native kernels with the scanned edges (half the program of `accelerator`).
 On a CPU the `accelerator` set compiles the GPU program's formulation for the CPU backend: its compile
 time and size are a proxy for what a GPU compiles, not its GPU speed.
 
@@ -49,7 +51,7 @@ KERNELS = {"cpu": dict(conv_impl="shift", pool_impl="gather", edges="scan"),
            "accelerator": dict(conv_impl="grouped", pool_impl="xla", edges="unrolled"),
            "accelerator_scan": dict(conv_impl="grouped", pool_impl="xla", edges="scan"),
            "auto": dict(conv_impl="auto", pool_impl="auto", edges="auto")}
-STEPS = ("search1", "search2", "eval")
+STEPS = ("search1", "search1_shared", "search2", "eval")
 
 
 def emit(**kv):
@@ -69,7 +71,8 @@ def random_batch(key, batch: int) -> dict:
   return {"image": jax.random.normal(k1, (batch, 32, 32, 3)), "label": jax.random.randint(k2, (batch,), 0, 10)}
 
 
-def search_step(order: int, kernels: dict, batch: int, C: int, layers: int, hessian: str = "exact"):
+def search_step(order: int, kernels: dict, batch: int, C: int, layers: int, hessian: str = "exact",
+                passes: str = "separate"):
   """(step function, make_args) of one DARTS search step; `make_args()` builds its arguments (state and
   two random batches): trace it with `jax.eval_shape` for abstract ones, or `jax.jit` it for real ones."""
   import jax
@@ -89,7 +92,7 @@ def search_step(order: int, kernels: dict, batch: int, C: int, layers: int, hess
     return (bilevel.SearchState.create(model.apply, variables, w_tx, a_tx), random_batch(k_train, batch),
             random_batch(k_val, batch))
 
-  return bilevel.make_search_step(order, schedule, 0.9, 3e-4, hessian), make_args
+  return bilevel.make_search_step(order, schedule, 0.9, 3e-4, hessian, passes=passes), make_args
 
 
 def eval_step(kernels: dict, batch: int, C: int, layers: int):
@@ -116,7 +119,8 @@ def build(step_name: str, kernels: dict, s: dict, hessian: str = "exact"):
   if step_name == "eval":
     fn, make_args = eval_step(kernels, s["eval_batch"], s["eval_C"], s["eval_layers"])
     return fn, make_args, dict(batch=s["eval_batch"], C=s["eval_C"], layers=s["eval_layers"])
-  fn, make_args = search_step(int(step_name[-1]), kernels, s["batch"], s["C"], s["layers"], hessian)
+  order, passes = (1, "shared") if step_name == "search1_shared" else (int(step_name[-1]), "separate")
+  fn, make_args = search_step(order, kernels, s["batch"], s["C"], s["layers"], hessian, passes)
   return fn, make_args, dict(batch=s["batch"], C=s["C"], layers=s["layers"])
 
 

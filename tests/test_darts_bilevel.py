@@ -208,3 +208,39 @@ def test_rematerialised_edges_give_the_same_exact_hypergradient():
   assert float(optax.tree.norm(g0)) > 0
   for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)  # float32 rounding of a different op order
+
+
+def test_shared_first_order_pass_equals_the_two_separate_passes():
+  """passes="shared" (one scanned, differentiated program for the alpha and weight passes) gives the
+  separate passes' alphas, weights, BatchNorm statistics, optimizer states and metrics over three steps."""
+  model, weights, alphas, batch_stats, train, val, _ = smooth_problem()
+  state, schedule = make_state(model, weights, alphas, batch_stats)
+  tb, vb = [{"image": b[0], "label": b[1]} for b in (train, val)]
+  runs = {}
+  for passes in bilevel.PASSES:
+    step = jax.jit(bilevel.make_search_step(1, schedule, 0.9, 3e-4, "exact", passes=passes))
+    s, history = state, []
+    for _ in range(3):
+      s, m = step(s, tb, vb)
+      history.append(m)
+    runs[passes] = (s, history)
+  (s_sep, m_sep), (s_sh, m_sh) = runs["separate"], runs["shared"]
+  for a, b in zip(jax.tree_util.tree_leaves(s_sep), jax.tree_util.tree_leaves(s_sh)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
+  for a, b in zip(m_sep, m_sh):
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=1e-6)
+  assert not np.allclose(s_sh.alphas["alphas_normal"], state.alphas["alphas_normal"])   # both moved
+  assert not np.allclose(s_sh.weights["classifier"]["kernel"], state.weights["classifier"]["kernel"])
+  # the weight pass reads the alphas of the alpha pass: with the alpha update suppressed, weights differ
+  frozen = state.replace(a_tx=optax.set_to_zero())
+  s_frozen, _ = jax.jit(bilevel.make_search_step(1, schedule, 0.9, 3e-4, "exact", passes="shared"))(frozen, tb, vb)
+  s_one, _ = jax.jit(bilevel.make_search_step(1, schedule, 0.9, 3e-4, "exact", passes="shared"))(state, tb, vb)
+  assert not np.allclose(s_frozen.weights["stem"]["kernel"], s_one.weights["stem"]["kernel"], rtol=0, atol=1e-9)
+
+
+def test_shared_passes_are_first_order_only():
+  with pytest.raises(DlbookError, match="first order only"):
+    bilevel.make_search_step(2, optax.constant_schedule(0.1), 0.9, 0.0, passes="shared")
+  with pytest.raises(DlbookError, match="passes must be one of"):
+    bilevel.make_search_step(1, optax.constant_schedule(0.1), 0.9, 0.0, passes="fused")

@@ -211,3 +211,15 @@ def test_workdir_problems_are_named(tmp_path, monkeypatch):
   # a finished run is only read: a read-only finished workdir still reports its results
   (tmp_path / "results.json").write_text(json.dumps({"metrics": {"x": 1}}))
   assert checkpoint.Workdir(str(tmp_path), {}).results()["metrics"] == {"x": 1}
+
+
+def test_all_finite_checks_every_floating_leaf_and_ignores_the_others():
+  from dlbook.training.runner import all_finite
+  tree = {"w": jnp.ones((3, 2)), "b": np.zeros(4, np.float32), "step": jnp.int32(7), "key": jax.random.key(0),
+          "nested": [jnp.full((2,), 0.5, jnp.bfloat16)]}
+  assert all_finite(tree)
+  assert all_finite({})
+  for bad in (np.inf, -np.inf, np.nan):
+    assert not all_finite(dict(tree, nested=[jnp.asarray([0.5, bad], jnp.bfloat16)]))
+    assert not all_finite(dict(tree, b=np.asarray([0.0, bad], np.float32)))
+  assert all_finite(dict(tree, step=jnp.iinfo(jnp.int32).max))   # integers are never "non-finite"

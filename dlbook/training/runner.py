@@ -69,15 +69,17 @@ def state_from_tree(template, tree):
   return flax.serialization.from_state_dict(template, tree)
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
-
-
 def all_finite(tree) -> bool:
-  return bool(_all_finite(tree))
+  """Whether every floating-point leaf of `tree` is finite, checked on the host shard by shard (no XLA
+  program: one jitted reduction over the ~6,000 leaves of a DenseNet-201 unit's state did not finish
+  compiling on XLA:CPU in an hour). Each process checks the shards it holds."""
+  for x in jax.tree.leaves(tree):
+    if not (hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)):
+      continue
+    parts = [shard.data for shard in x.addressable_shards] if isinstance(x, jax.Array) else [x]
+    if not all(np.isfinite(np.asarray(p)).all() for p in parts):
+      return False
+  return True
 
 
 def mean_metrics(pending: Sequence[dict]) -> dict:
