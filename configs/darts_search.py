@@ -46,6 +46,10 @@ def get_config(preset=None):
   c.arch_optimizer = common.optimizer("adam", 3e-4, b1=0.5, weight_decay=1e-3)
   c.order = 1  # 1: first-order DARTS; 2: second order (Eq. 3.6)
   c.hessian = "exact"
+  # passes (first order): "separate" = the alpha and weight passes as two differentiated programs;
+  # "shared" = one program scanned over both batches (half the compile, plus the validation pass's weight
+  # gradient at run time); "auto" = shared on GPUs/TPUs, separate on the CPU (docs/accelerators.md).
+  c.passes = "auto"
   c.batch_size = 64
   c.eval_batch_size = 500
   c.eval_examples = 2000  # supernet evaluation on the first examples of the alpha half (0: all)

@@ -242,5 +242,7 @@ def test_shared_first_order_pass_equals_the_two_separate_passes():
 def test_shared_passes_are_first_order_only():
   with pytest.raises(DlbookError, match="first order only"):
     bilevel.make_search_step(2, optax.constant_schedule(0.1), 0.9, 0.0, passes="shared")
+  assert [bilevel.resolve_passes("auto", o, b) for o, b in ((1, "cpu"), (1, "gpu"), (2, "gpu"), (1, "tpu"))] == \
+      ["separate", "shared", "separate", "shared"]
   with pytest.raises(DlbookError, match="passes must be one of"):
     bilevel.make_search_step(1, optax.constant_schedule(0.1), 0.9, 0.0, passes="fused")

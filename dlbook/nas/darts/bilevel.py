@@ -31,6 +31,7 @@ import optax
 
 from dlbook.data.augment import augment
 from dlbook.errors import require
+from dlbook.models.darts.operations import on_accelerator
 from dlbook.models.darts.search_network import merge_arch, split_arch
 from dlbook.training.steps import cross_entropy
 
@@ -127,7 +128,16 @@ def check_settings(order: int, hessian: str) -> None:
   require(hessian in HESSIANS, f"unknown DARTS hessian {hessian!r}; valid: {', '.join(HESSIANS)}")
 
 
-PASSES = ("separate", "shared")
+PASSES = ("separate", "shared", "auto")
+
+
+def resolve_passes(passes: str, order: int, backend=None) -> str:
+  """"auto": "shared" for the first order on a GPU/TPU (half the program to compile), "separate" on the
+  CPU (it skips the validation pass's weight gradient) and for the second order."""
+  require(passes in PASSES, f"passes must be one of {', '.join(PASSES)}, got {passes!r}")
+  if passes != "auto":
+    return passes
+  return "shared" if order == 1 and on_accelerator(backend) else "separate"
 
 
 def first_order_shared_pass(state: "SearchState", train_batch, val_batch):
@@ -166,9 +176,9 @@ def make_search_step(order: int, w_schedule: optax.Schedule, momentum: float, we
                      hessian: str = "exact", augment_config=None, passes: str = "separate") -> Callable:
   """Returns the pure DARTS search step for these settings (jit it once). `passes="shared"` (first order
   only) compiles the alpha and weight passes as one program (`first_order_shared_pass`): about half the
-  program, the same step up to float rounding."""
+  program, the same step up to float rounding; "auto" picks it for the first order on accelerators."""
   check_settings(order, hessian)
-  require(passes in PASSES, f"passes must be one of {', '.join(PASSES)}, got {passes!r}")
+  passes = resolve_passes(passes, order)
   require(passes == "separate" or order == 1,
           "passes='shared' is for the first order only (the second order differentiates an unrolled step)")
 

@@ -104,7 +104,8 @@ def search(config, workdir: str) -> dict:
 
   search_step = jax.jit(bilevel.make_search_step(
       int(config.order), w_schedule, float(config.optimizer.momentum), float(config.optimizer.weight_decay),
-      str(config.hessian), config.data.get("augment")), donate_argnums=0)
+      str(config.hessian), config.data.get("augment"), passes=str(config.get("passes", "separate"))),
+      donate_argnums=0)
   eval_fn = jax.jit(make_eval_fn())
   steps, multiplier = int(config.model.steps), int(config.model.multiplier)
   logging.info("DARTS search (order %d, hessian %s): %d weights, %d steps (%d per epoch) on %s",
