@@ -50,6 +50,17 @@ def test_conv_formulations_agree_with_lax_conv_under_vmap_and_grad():
                              rtol=1e-4, atol=1e-4)
 
 
+def test_auto_conv_is_patches_on_the_cpu_and_native_on_accelerators():
+  assert [kernels.resolve_conv_impl("auto", b) for b in ("cpu", "gpu", "tpu")] == ["patches", "xla", "xla"]
+  assert kernels.resolve_conv_impl("taps", "gpu") == "taps"
+  x = jax.random.normal(jax.random.key(0), (2, 1, 6, 6, 3))
+  w = jax.random.normal(jax.random.key(1), (2, 3, 3, 3, 4))
+  program = lambda impl: jax.jit(jax.vmap(lambda a, b: kernels.conv2d(a, b, impl))).lower(x, w).as_text()
+  assert jax.default_backend() == "cpu" and program("auto") == program("patches") != program("xla")
+  with pytest.raises(DlbookError, match="unknown conv_impl 'fast'"):
+    chain_space.ChainSpace(conv_impl="fast")
+
+
 def test_per_individual_copy_gives_each_individual_the_shared_images():
   images = jnp.arange(12.0).reshape(2, 3, 2)
   individual = jnp.arange(4)

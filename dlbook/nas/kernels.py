@@ -13,6 +13,8 @@ in docs/nas_evolution.md):
 - ``per_individual``: `lax.conv` with a custom batching rule, so each individual's conv (forward and
   both gradients) stays an ordinary XLA conv under vmap instead of a grouped conv.
 - ``xla``: plain `lax.conv`; vmap turns it into a grouped conv (slow on XLA CPU, native on GPU).
+- ``auto``: ``patches`` on the CPU (the cpu presets' measured choice), ``xla`` on GPUs/TPUs (the
+  population's convs become one grouped native conv there); resolved when the model is traced.
 """
 
 import functools
@@ -24,7 +26,14 @@ from jax import custom_batching
 
 from dlbook.models.chain_cnn import ACTIVATIONS
 
-CONV_IMPLS = ("taps", "patches", "per_individual", "xla")
+CONV_IMPLS = ("taps", "patches", "per_individual", "xla", "auto")
+
+
+def resolve_conv_impl(impl: str, backend=None) -> str:
+  """The concrete formulation of `impl`: itself unless "auto" (patches on the CPU, xla elsewhere)."""
+  if impl != "auto":
+    return impl
+  return "patches" if (backend or jax.default_backend()) == "cpu" else "xla"
 
 
 def _same_padded(x, kh: int, kw: int, stride: int):
@@ -163,6 +172,7 @@ def shifted_matmul_conv(x, kernel, stride: int = 1):
 def conv2d(x, kernel, impl: str = "taps", stride: int = 1):
   """'SAME' 2-D convolution of NHWC `x` with an HWIO `kernel` in one of `CONV_IMPLS` (module docstring)."""
   kh, kw, cin, cout = kernel.shape
+  impl = resolve_conv_impl(impl)
   if impl == "per_individual":
     return per_individual_conv(int(stride))(x, kernel)
   if impl == "xla":
