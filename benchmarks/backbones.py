@@ -43,9 +43,9 @@ flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_integer("num_classes", 10, "Classes of the head.")
 flags.DEFINE_integer("steps", 3, "Steps per timed round.")
 flags.DEFINE_integer("repeats", 5, "Rounds per framework (alternating).")
-flags.DEFINE_enum("allocator", "huge", ["huge", "default", "keep"],
-                  "huge: glibc's transparent-huge-page allocator (dlbook.runtime.use_huge_pages, what every launcher "
-                  "uses; the process restarts itself with it); keep: glibc keeps freed memory for the next step "
+flags.DEFINE_enum("allocator", "tuned", ["tuned", "default", "keep"],
+                  "tuned: glibc tunables that keep freed memory for reuse (dlbook.runtime.tune_malloc, what every "
+                  "launcher uses; the process restarts itself with them); keep: mallopt thresholds set in-process "
                   "(dlbook.runtime.keep_freed_memory); default: glibc's own settings. Both frameworks share it.")
 flags.DEFINE_string("torchvision_site", None, "A site-packages folder with torchvision 0.28 (optional).")
 flags.DEFINE_string("depthwise", None, "dlbook MobileNet depthwise implementation to try (conv or taps).")
@@ -124,8 +124,8 @@ def timed(run, steps):
 
 def main(argv):
   del argv
-  if FLAGS.allocator == "huge" and not runtime.use_huge_pages():
-    print("allocator=huge unavailable here (no transparent huge pages or not glibc); glibc defaults")
+  if FLAGS.allocator == "tuned" and not runtime.tune_malloc():
+    print("allocator=tuned unavailable here (not glibc >= 2.35); glibc defaults")
   import torch
   if FLAGS.allocator == "keep":
     runtime.keep_freed_memory()

@@ -52,9 +52,9 @@ def enable_compilation_cache(min_compile_time_s: float = 2.0):
 
 def run(main) -> None:
   """`app.run(main)` with user errors reported as one line and a non-zero exit. The process first
-  restarts itself with glibc's huge-page allocator (`dlbook.runtime.use_huge_pages`)."""
+  restarts itself with glibc tunables that keep freed memory for reuse (`dlbook.runtime.tune_malloc`)."""
   from dlbook import runtime  # noqa: PLC0415
-  runtime.use_huge_pages()
+  runtime.tune_malloc()
 
   def wrapped(argv):
     logging.set_verbosity(logging.INFO)

@@ -15,12 +15,16 @@ library never does.
     expensive (writing a new 38 MB array took 150 ms against 8 ms with the heap reused). Raising the
     mmap and trim thresholds with `mallopt` keeps freed memory in the heap for the next step. The same
     variables (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) can be exported for any process.
-- `use_huge_pages`: restarts the process (same command line) with glibc's `glibc.malloc.hugetlb=1`
-  tunable, so malloc asks for transparent huge pages. XLA:CPU allocates a program's whole temporary
-  buffer (4.8 GB for a MobileNetV2 training step at 224 px, batch 32) afresh on every call; with
-  4 KiB pages that is 1.4 million page faults a step, which cost more than the arithmetic in this VM
-  (MobileNetV2 224-px step: 8.6 s -> 4.1 s, faults 1.37 M -> 8 k; `benchmarks/backbones.py
-  --allocator`). Launchers call it through `dlbook.launch.run`; `DLBOOK_HUGE_PAGES=0` turns it off.
+- `tune_malloc`: restarts the process (same command line) with glibc tunables that keep freed memory
+  for reuse (`MALLOC_TUNABLES`: mmap and trim thresholds of 64 GiB, one arena, transparent huge pages).
+  XLA:CPU allocates a program's whole temporary buffer (4.8 GB for a MobileNetV2 training step at 224 px,
+  batch 32) on every call from one of its worker threads; with glibc's defaults that is a fresh `mmap`
+  each step, i.e. 1.4 million page faults whose zeroing and handling cost more than the arithmetic in
+  this VM (MobileNetV2 224-px step 8.6 s; with the tunables 3.2-3.4 s and no page faults after the first
+  step; `benchmarks/backbones.py --allocator`). `mallopt` from inside the process did not reach these
+  allocations; the tunables must be set before the process starts, hence the restart. Launchers call it
+  through `dlbook.launch.run`; `DLBOOK_TUNE_MALLOC=0` turns it off. The cost: the process keeps its peak
+  heap until it exits.
   - XLA's newer CPU fusion emitters compiled the DARTS graph more slowly and ran it more slowly than
     the classic ones (`--xla_cpu_use_fusion_emitters=false`).
 """
@@ -89,46 +93,56 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
   return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold_bytes)) and bool(libc.mallopt(M_TRIM_THRESHOLD, threshold_bytes))
 
 
-HUGE_PAGES_ENV = "DLBOOK_HUGE_PAGES"
-HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"
+TUNE_MALLOC_ENV = "DLBOOK_TUNE_MALLOC"
+# glibc tunables (names and meaning: glibc's manual, "Memory Allocation Tunables"). 64 GiB thresholds: every
+# block below them is served from, and returned to, the heap instead of a fresh mmap; one arena, so that
+# blocks freed by XLA's worker threads are reused by the next step's allocation.
+MALLOC_TUNABLES = ("glibc.malloc.hugetlb=1", "glibc.malloc.mmap_threshold=68719476736",
+                   "glibc.malloc.trim_threshold=68719476736", "glibc.malloc.arena_max=1")
 
 
-def huge_pages_possible() -> bool:
-  """Transparent huge pages are on ("always" or "madvise") and the C library is glibc >= 2.35."""
+def glibc_version():
+  """(major, minor) of the C library when it is glibc, else None."""
   try:
-    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-      mode = f.read()
     libc = ctypes.CDLL("libc.so.6")
     libc.gnu_get_libc_version.restype = ctypes.c_char_p
-    major, minor = (int(v) for v in libc.gnu_get_libc_version().decode().split(".")[:2])
+    return tuple(int(v) for v in libc.gnu_get_libc_version().decode().split(".")[:2])
   except (OSError, AttributeError, ValueError):
-    return False
-  return "[never]" not in mode and (major, minor) >= (2, 35)
+    return None
 
 
-def use_huge_pages() -> bool:
-  """Re-executes this process with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (see the module docstring);
-  returns True when it is already in effect, False where it cannot be (not glibc, THP off, turned off
-  with DLBOOK_HUGE_PAGES=0, or no command line to repeat). Call it first thing: the process restarts."""
+def tune_malloc_possible() -> bool:
+  """glibc >= 2.35 (the release with the `hugetlb` tunable; the others are older)."""
+  version = glibc_version()
+  return version is not None and version >= (2, 35)
+
+
+def tune_malloc() -> bool:
+  """Re-executes this process (same command line) with `MALLOC_TUNABLES` in GLIBC_TUNABLES (see the
+  module docstring); returns True when they are already in effect, False where they cannot be (not
+  glibc >= 2.35, turned off with DLBOOK_TUNE_MALLOC=0, or no command line to repeat). Call it first
+  thing: the process restarts."""
   tunables = os.environ.get("GLIBC_TUNABLES", "")
-  if "glibc.malloc.hugetlb=" in tunables:
-    return HUGETLB_TUNABLE in tunables
-  if os.environ.get(HUGE_PAGES_ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+  if all(t in tunables for t in MALLOC_TUNABLES):
+    return True
+  if os.environ.get(TUNE_MALLOC_ENV, "1").strip().lower() in ("0", "off", "false", "no"):
     return False
+  names = {t.split("=")[0] for t in tunables.split(":") if t}
+  extra = [t for t in MALLOC_TUNABLES if t.split("=")[0] not in names]   # the user's own settings win
   argv = getattr(sys, "orig_argv", None)
-  if not argv or not sys.executable or not huge_pages_possible():
+  if not extra or not argv or not sys.executable or not tune_malloc_possible():
     return False
-  os.environ["GLIBC_TUNABLES"] = f"{tunables}:{HUGETLB_TUNABLE}" if tunables else HUGETLB_TUNABLE
+  os.environ["GLIBC_TUNABLES"] = ":".join(([tunables] if tunables else []) + extra)
   sys.stdout.flush()
   sys.stderr.flush()
   try:
     os.execv(sys.executable, [sys.executable] + list(argv[1:]))
-  except OSError as e:  # exec refused: carry on with small pages
+  except OSError as e:  # exec refused: carry on with glibc's defaults
     if tunables:
       os.environ["GLIBC_TUNABLES"] = tunables
     else:
       os.environ.pop("GLIBC_TUNABLES")
-    logging.warning("could not restart with huge pages (%s); continuing without", e)
+    logging.warning("could not restart with the tuned allocator (%s); continuing without", e)
   return False
 
 

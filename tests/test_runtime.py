@@ -46,35 +46,45 @@ def test_add_xla_flags_appends_and_leaves_user_flags_alone(monkeypatch):
                                              "--xla_force_host_platform_device_count=3"]
 
 
-HUGE_PAGES_SCRIPT = r"""
-import os, sys
+TUNE_MALLOC_SCRIPT = r"""
+import ctypes, os, resource, sys
 from dlbook import runtime
-print("START", flush=True)                     # printed twice: before and after the restart
-active = runtime.use_huge_pages()
-import ctypes
+print("START", flush=True)                     # printed twice when the process restarts
+active = runtime.tune_malloc()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
-p = libc.malloc(64 << 20)                      # 64 MiB from glibc (an mmap), touched (numpy would madvise itself)
-ctypes.memset(p, 1, 64 << 20)
-with open("/proc/self/smaps_rollup") as f:
-  huge_kb = [int(l.split()[1]) for l in f if l.startswith("AnonHugePages:")][0]
-print("HUGE", active, os.environ.get("GLIBC_TUNABLES"), huge_kb >= 32 << 10, sys.argv[1:])
+libc.free.argtypes = [ctypes.c_void_p]
+size = 256 << 20                                # 256 MiB: above every glibc default threshold
+p = libc.malloc(size); ctypes.memset(p, 1, size); libc.free(p)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+p = libc.malloc(size); ctypes.memset(p, 2, size)   # the next "step" allocates the same size again
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print("TUNED", active, os.environ.get("GLIBC_TUNABLES"), faults < 1000, faults > 10000, sys.argv[1:])
 """
 
 
-@pytest.mark.skipif(not runtime.huge_pages_possible(), reason="no transparent huge pages or not glibc >= 2.35")
-def test_use_huge_pages_restarts_once_with_the_same_arguments_and_gets_huge_pages():
+@pytest.mark.skipif(not runtime.tune_malloc_possible(), reason="not glibc >= 2.35")
+def test_tune_malloc_restarts_once_with_the_same_arguments_and_reuses_freed_memory():
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   env.pop("GLIBC_TUNABLES", None)
-  env.pop(runtime.HUGE_PAGES_ENV, None)
-  proc = subprocess.run([sys.executable, "-c", HUGE_PAGES_SCRIPT, "--flag=1"], cwd=ROOT, env=env,
+  env.pop(runtime.TUNE_MALLOC_ENV, None)
+  proc = subprocess.run([sys.executable, "-c", TUNE_MALLOC_SCRIPT, "--flag=1"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.splitlines()
   assert lines.count("START") == 2
-  assert [l for l in lines if l.startswith("HUGE")] == ["HUGE True glibc.malloc.hugetlb=1 True ['--flag=1']"]
-  env[runtime.HUGE_PAGES_ENV] = "0"     # turned off: no restart, small pages
-  proc = subprocess.run([sys.executable, "-c", HUGE_PAGES_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+  # a freed 256 MiB block is reused without page faults (glibc's default: a fresh mmap, 65,536 faults)
+  assert [l for l in lines if l.startswith("TUNED")] == [
+      f"TUNED True {':'.join(runtime.MALLOC_TUNABLES)} True False ['--flag=1']"]
+  env[runtime.TUNE_MALLOC_ENV] = "0"     # turned off: no restart, glibc's defaults
+  proc = subprocess.run([sys.executable, "-c", TUNE_MALLOC_SCRIPT], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=120)
   lines = proc.stdout.splitlines()
-  assert lines.count("START") == 1 and [l for l in lines if l.startswith("HUGE")] == ["HUGE False None False []"]
+  assert lines.count("START") == 1 and [l for l in lines if l.startswith("TUNED")] == ["TUNED False None False True []"]
+  env.pop(runtime.TUNE_MALLOC_ENV)       # a user's own setting of one tunable is kept
+  env["GLIBC_TUNABLES"] = "glibc.malloc.arena_max=4"
+  proc = subprocess.run([sys.executable, "-c", TUNE_MALLOC_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=120)
+  tuned = [l for l in proc.stdout.splitlines() if l.startswith("TUNED")][0].split()[2]
+  assert tuned.split(":")[:2] == ["glibc.malloc.arena_max=4", "glibc.malloc.hugetlb=1"]
+  assert "glibc.malloc.arena_max=1" not in tuned
