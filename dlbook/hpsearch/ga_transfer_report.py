@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from dlbook.hpsearch import ga_transfer as gt
+from dlbook.hpsearch import report
 from dlbook.hpsearch.report import _plt
 from dlbook.tables import STD_NOTE, mean_std
 
@@ -23,29 +24,9 @@ def plot_seed(directory: str, ga: dict, rs, population: int, title: str) -> None
 def plot_generations(path: str, rows: list, draws, population: int, title: str) -> None:
   """Every individual's fitness (dots), the population mean and the best so far per generation; random
   search's best so far after the same number of trainings."""
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(6.5, 4))
-  gens = [r["generation"] for r in rows]
-  for r in rows:
-    fit = [p["fitness"] for p in r["individuals"] if p["fitness"] is not None]
-    ax.scatter([r["generation"]] * len(fit), fit, s=9, color="0.6", zorder=1)
-  nan = lambda v: np.nan if v is None else v  # noqa: E731
-  ax.plot(gens, [nan(r["population_mean_fitness"]) for r in rows], "o--", color="tab:blue", label="population mean")
-  ax.plot(gens, [nan(r["best_fitness_so_far"]) for r in rows], "o-", color="tab:red", label="GA best so far")
-  if draws:
-    vals = np.asarray([nan(d["fitness"]) for d in draws], np.float64)
-    best = [np.nanmax(vals[:population * (g + 1)]) if np.isfinite(vals[:population * (g + 1)]).any() else np.nan
-            for g in gens if population * (g + 1) <= len(vals)]
-    ax.plot(gens[:len(best)], best, "s-", color="tab:green", label="random search best so far")
-  ax.set_xlabel(f"generation ({population} trainings each)")
-  ax.set_ylabel("fitness = -(validation cross-entropy)")
-  ax.set_xticks(gens)
-  ax.grid(alpha=0.3)
-  ax.legend(loc="lower right", fontsize=8)
-  ax.set_title(title, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  report.plot_generations(path, rows, [d["fitness"] for d in draws] if draws else None, population, title,
+                          score="fitness", ga_label="GA best so far", trainings="trainings",
+                          ylabel="fitness = -(validation cross-entropy)")
 
 
 def plot_gene_histograms(path: str, rows: list, draws=None, ranges=None) -> None:

@@ -14,24 +14,28 @@ def _plt():
   return plt
 
 
-def plot_generations(path: str, rows: list, random_mcc, population: int, title: str) -> None:
-  """Every individual's raw validation MCC (dots), the population mean and the best so far per
-  generation; random search's best so far after the same number of trainings."""
+def plot_generations(path: str, rows: list, random_scores, population: int, title: str, *, score: str = "mcc",
+                     ga_label: str = "Gen-CNN best so far", trainings: str = "low-fidelity trainings",
+                     ylabel: str = "validation MCC (low fidelity)") -> None:
+  """Every individual's `score` (dots; rows' individuals carry it, None = failed), the population mean and
+  the best so far per generation (rows' `population_mean_<score>` / `best_<score>_so_far`); random
+  search's best so far after the same number of trainings (`random_scores`, in draw order)."""
   plt = _plt()
   fig, ax = plt.subplots(figsize=(6.5, 4))
   gens = [r["generation"] for r in rows]
   for r in rows:
-    mcc = [p["mcc"] for p in r["individuals"] if p["mcc"] is not None]
-    ax.scatter([r["generation"]] * len(mcc), mcc, s=9, color="0.6", zorder=1)
-  ax.plot(gens, [r["population_mean_mcc"] for r in rows], "o--", color="tab:blue", label="population mean")
-  ax.plot(gens, [r["best_mcc_so_far"] for r in rows], "o-", color="tab:red", label="Gen-CNN best so far")
-  if random_mcc:
-    vals = np.asarray([np.nan if m is None else m for m in random_mcc], np.float64)
+    vals = [p[score] for p in r["individuals"] if p[score] is not None]
+    ax.scatter([r["generation"]] * len(vals), vals, s=9, color="0.6", zorder=1)
+  nan = lambda v: np.nan if v is None else v  # noqa: E731
+  ax.plot(gens, [nan(r[f"population_mean_{score}"]) for r in rows], "o--", color="tab:blue", label="population mean")
+  ax.plot(gens, [nan(r[f"best_{score}_so_far"]) for r in rows], "o-", color="tab:red", label=ga_label)
+  if random_scores:
+    vals = np.asarray([nan(m) for m in random_scores], np.float64)
     best = [np.nanmax(vals[:population * (g + 1)]) if np.isfinite(vals[:population * (g + 1)]).any() else np.nan
             for g in gens if population * (g + 1) <= len(vals)]
     ax.plot(gens[:len(best)], best, "s-", color="tab:green", label="random search best so far")
-  ax.set_xlabel(f"generation ({population} low-fidelity trainings each)")
-  ax.set_ylabel("validation MCC (low fidelity)")
+  ax.set_xlabel(f"generation ({population} {trainings} each)")
+  ax.set_ylabel(ylabel)
   ax.set_xticks(gens)
   ax.grid(alpha=0.3)
   ax.legend(loc="lower right", fontsize=8)
