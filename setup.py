@@ -22,7 +22,7 @@ setup(
                 "GAN steganography and medical pipelines",
     python_requires=">=3.11",
     packages=find_packages(include=["dlbook", "dlbook.*", "experiments", "configs"]),
-    package_data={"dlbook": ["assets/**/*"]},
+    package_data={"dlbook": ["assets/**/*", "models/kernels/*.cc"]},   # C++ sources: built on first use
     include_package_data=True,
     install_requires=requirements(),
     extras_require={

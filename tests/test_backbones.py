@@ -215,7 +215,28 @@ def test_depthwise_taps_equal_the_grouped_conv(padding):
   from dlbook.models.backbones.common import ConvBN
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 10, 6)), jnp.float32)
   for stride, kernel in ((1, 3), (2, 3), (2, 5)):  # MobileNetV3 has 5x5 depthwise kernels too
-    conv = ConvBN(6, kernel, stride, groups=-1, padding=padding)
+    conv = ConvBN(6, kernel, stride, groups=-1, padding=padding, depthwise="conv")
     v = jax.jit(conv.init)(jax.random.key(0, impl="rbg"), x)
     taps = ConvBN(6, kernel, stride, groups=-1, padding=padding, depthwise="taps")
     np.testing.assert_allclose(taps.apply(v, x), conv.apply(v, x), rtol=1e-5, atol=1e-5)
+    # and their training-mode gradients (the taps' backward is the native kernel on the CPU)
+    grads = [jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply({**v, "params": p}, x, train=True,
+                                                             mutable=["batch_stats"])[0])))(v["params"])
+             for m in (taps, conv)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), *grads)
+
+
+def test_depthwise_auto_is_taps_on_the_cpu_and_1x1_convs_are_matmuls():
+  from dlbook.models.backbones.common import ConvBN, resolve_depthwise
+  assert resolve_depthwise("auto") == ("taps" if jax.default_backend() == "cpu" else "conv")
+  with pytest.raises(DlbookError, match="unknown depthwise 'grouped'"):
+    resolve_depthwise("grouped")
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 7, 7, 5)), jnp.float32)
+  for stride, padding in ((1, "torch"), (2, "torch"), (2, "keras")):  # ResNet's strided 1x1 shortcut included
+    pointwise = ConvBN(8, 1, stride, padding=padding, use_bias=True, act="none")
+    v = jax.jit(pointwise.init)(jax.random.key(0, impl="rbg"), x)
+    assert jax.tree.map(jnp.shape, v["params"]["conv"]) == {"kernel": (1, 1, 5, 8), "bias": (8,)}
+    want = jax.lax.conv_general_dilated(x, v["params"]["conv"]["kernel"], (stride, stride), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + v["params"]["conv"]["bias"]
+    got = pointwise.apply(v, x)   # eval-mode BN with fresh statistics: (y - 0) / sqrt(1 + eps)
+    np.testing.assert_allclose(got, (want - 0.0) / np.sqrt(1 + 1e-5), rtol=1e-5, atol=1e-5)

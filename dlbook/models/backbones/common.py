@@ -73,7 +73,15 @@ def batch_norm(train: bool, eps: float, momentum: float = 0.9, name: Optional[st
                       name=name)
 
 
-DEPTHWISE = ("conv", "taps")
+DEPTHWISE = ("conv", "taps", "auto")
+
+
+def resolve_depthwise(impl: str) -> str:
+  """The depthwise lowering `impl` names: "auto" is "taps" on the CPU (DepthwiseTaps with its native
+  gradient; MobileNetV2's 224-px training step took 2.3 s with grouped convs against 1.2 s) and "conv"
+  (XLA's native grouped convolution) on GPUs and TPUs. Resolved when the model is traced."""
+  require(impl in DEPTHWISE, f"unknown depthwise {impl!r}; valid: {', '.join(DEPTHWISE)}")
+  return impl if impl != "auto" else ("taps" if jax.default_backend() == "cpu" else "conv")
 
 
 class DepthwiseTaps(nn.Module):
@@ -99,7 +107,7 @@ class PointwiseConv(nn.Module):
   differentiates the convolution form by transposing both activations and running a convolution whose
   window is the whole image (YNNPACK, about 10 GFLOP/s), the matmul form by two plain matmuls: the
   gradient of a 112-px, 16->96-channel layer at batch 32 took 148 ms as a conv, 23 ms as a matmul
-  (`benchmarks/mobilenet_blocks.py`)."""
+  (`benchmarks/conv_gradients.py`)."""
   features: int
   stride: int = 1
   use_bias: bool = False
@@ -133,15 +141,14 @@ class ConvBN(nn.Module):
   bn_eps: float = 1e-5
   use_bias: bool = False
   bn_scale: bool = True
-  depthwise: str = "conv"     # how a depthwise conv (groups=-1) is lowered: "conv" or "taps"
+  depthwise: str = "auto"     # how a depthwise conv (groups=-1) is lowered: "conv", "taps" or "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     k = (self.kernel, self.kernel) if isinstance(self.kernel, int) else tuple(self.kernel)
     pad = conv_pad(k, self.padding) if self.padding in PADDINGS else self.padding
     groups = x.shape[-1] if self.groups == -1 else self.groups   # -1: depthwise
-    require(self.depthwise in DEPTHWISE, f"unknown depthwise {self.depthwise!r}; valid: {', '.join(DEPTHWISE)}")
-    if self.groups == -1 and self.depthwise == "taps" and not self.use_bias and self.features == x.shape[-1]:
+    if self.groups == -1 and resolve_depthwise(self.depthwise) == "taps" and not self.use_bias and self.features == x.shape[-1]:
       x = DepthwiseTaps(k, self.stride, pad, name="conv")(x)
     elif is_pointwise(k, groups, pad):
       x = PointwiseConv(self.features, self.stride, self.use_bias, name="conv")(x)

@@ -33,7 +33,7 @@ class InvertedResidual(nn.Module):
   se: int = 0                # squeeze width; 0 = no SE
   padding: str = "torch"
   bn_eps: float = 1e-5
-  depthwise: str = "conv"
+  depthwise: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -59,9 +59,9 @@ class MobileNetV2(nn.Module):
   stem_stride: int = 2
   padding: str = "torch"
   bn_eps: float = 1e-5
-  # "taps" (default): depthwise convs as shifted multiply-adds (common.DepthwiseTaps), about 2.5x faster training
-  # steps on XLA:CPU than the grouped conv ("conv") in benchmarks/backbones.py; same parameters and outputs
-  depthwise: str = "taps"
+  # depthwise convs as shifted multiply-adds with a native gradient ("taps", common.DepthwiseTaps) or grouped
+  # convs ("conv"); "auto": taps on the CPU, conv elsewhere (common.resolve_depthwise). Same parameters, outputs
+  depthwise: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -166,7 +166,7 @@ class MobileNetV3(nn.Module):
   stem_stride: int = 2
   padding: str = "torch"
   bn_eps: float = 1e-3
-  depthwise: str = "conv"    # "taps": shifted multiply-adds (common.DepthwiseTaps), faster on XLA:CPU, same outputs
+  depthwise: str = "auto"    # "taps", "conv" or "auto" (taps on the CPU): see MobileNetV2.depthwise
 
   @nn.compact
   def __call__(self, x, train: bool = False):

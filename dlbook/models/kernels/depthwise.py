@@ -7,7 +7,7 @@ GFLOP/s and were a third of a MobileNetV2 training step. `depthwise_conv` theref
 the CPU, for float32, both gradients come from one pass of the C++ kernel `depthwise.cc` (`native`),
 deterministic whatever the thread count; on GPUs and TPUs, for other dtypes, or when the native kernel
 is unavailable, from JAX's differentiation of the same slices (`depthwise_conv_reference`).
-`benchmarks/depthwise_grad.py` times the two; tests/test_kernels.py pins them equal.
+`benchmarks/conv_gradients.py` times them; tests/test_kernels.py pins them equal.
 
 The native backward is not itself differentiable: second derivatives through `depthwise_conv` on the
 CPU raise; use `depthwise_conv_reference` for those.

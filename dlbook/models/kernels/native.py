@@ -5,7 +5,7 @@ The sources sit next to this file. On first use each is compiled with the system
 `$DLBOOK_KERNEL_CACHE` (default `~/.cache/dlbook/kernels`), under a name that hashes the source, the
 flags, the compiler and jaxlib's version, so an edited source or a new jaxlib rebuilds and a cached
 library is never stale. The compiler writes to a temporary name that is renamed into place, so parallel
-processes (pytest-xdist workers) never load a half-written file. `python -m dlbook.models.kernels.native`
+processes (pytest-xdist workers) never load a half-written file. `python -m dlbook.models.kernels`
 builds them ahead of time (`.ci/setup` does) and prints where they are.
 
 On x86-64 the kernels are built for AVX2+FMA when the CPU has both (never `-march=native`: a cache in a
@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from typing import Dict, Optional
@@ -118,18 +117,3 @@ def available(name: str) -> bool:
         except (RuntimeError, OSError, AttributeError) as e:
           logging.warning("dlbook native kernel %r unavailable, using its pure-JAX form: %s", name, e)
     return _state[name] is not None
-
-
-def main() -> int:
-  ok = True
-  for name in KERNELS:
-    if available(name):
-      print(f"{name}: {_state[name]}")
-    else:
-      ok = False
-      print(f"{name}: unavailable (see the warning above; DLBOOK_NATIVE_KERNELS={os.environ.get('DLBOOK_NATIVE_KERNELS', '1')})")
-  return 0 if ok else 1
-
-
-if __name__ == "__main__":
-  sys.exit(main())
