@@ -77,28 +77,43 @@ DEPTHWISE = ("conv", "taps", "auto")
 
 
 def resolve_depthwise(impl: str) -> str:
-  """The depthwise lowering `impl` names: "auto" is "taps" on the CPU (DepthwiseTaps with its native
-  gradient; MobileNetV2's 224-px training step took 2.3 s with grouped convs against 1.2 s) and "conv"
-  (XLA's native grouped convolution) on GPUs and TPUs. Resolved when the model is traced."""
+  """The depthwise lowering `impl` names: "auto" is "taps" on the CPU (DepthwiseConv's slices with their
+  native gradient, 35-140x faster to differentiate than XLA:CPU's grouped conv; docs/backbones.md) and
+  "conv" (XLA's native grouped convolution) on GPUs and TPUs. Resolved when the model is traced."""
   require(impl in DEPTHWISE, f"unknown depthwise {impl!r}; valid: {', '.join(DEPTHWISE)}")
   return impl if impl != "auto" else ("taps" if jax.default_backend() == "cpu" else "conv")
 
 
-class DepthwiseTaps(nn.Module):
-  """Depthwise kxk convolution as a sum of k*k shifted, strided slices times per-channel weights.
-  Same parameter ('kernel', (k, k, 1, C)) and result as `nn.Conv(..., feature_group_count=C)`; an
-  alternative lowering for XLA:CPU, where grouped convolutions (and their gradients) are slow. Its
-  backward pass is the native CPU kernel of `dlbook.models.kernels.depthwise` where available."""
+class DepthwiseConv(nn.Module):
+  """Depthwise kxk convolution (one filter per channel), with `nn.Conv(C, k, feature_group_count=C)`'s
+  parameters ('kernel' (k, k, 1, C), 'bias') and values, lowered as `impl` says (`resolve_depthwise`):
+  "taps" is a sum of k*k shifted, strided slices times per-channel weights whose backward pass is the
+  native CPU kernel of `dlbook.models.kernels.depthwise` where available; "conv" is XLA's grouped
+  convolution, native on GPUs and TPUs but slow to differentiate on XLA:CPU."""
   kernel: Tuple[int, int]
-  stride: int
-  padding: Any
+  stride: int = 1
+  padding: Any = "SAME"     # "SAME", "VALID" or ((top, bottom), (left, right))
+  use_bias: bool = False
+  kernel_init: Callable = conv_init
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     kh, kw = self.kernel
-    w = self.param("kernel", conv_init, (kh, kw, 1, x.shape[-1]))
-    pads = same_pads(x.shape[1:3], (kh, kw), self.stride) if self.padding == "SAME" else self.padding
-    return depthwise_conv(x, w[:, :, 0, :], self.stride, pads)
+    c = x.shape[-1]
+    w = self.param("kernel", self.kernel_init, (kh, kw, 1, c))
+    b = self.param("bias", nn.initializers.zeros, (c,)) if self.use_bias else None
+    x, w, b = nn.dtypes.promote_dtype(x, w, b)
+    if resolve_depthwise(self.impl) == "taps":
+      pads = {"SAME": lambda: same_pads(x.shape[1:3], (kh, kw), self.stride),
+              "VALID": lambda: ((0, 0), (0, 0))}.get(self.padding, lambda: self.padding)() \
+          if isinstance(self.padding, str) else self.padding
+      y = depthwise_conv(x, w[:, :, 0, :], self.stride, pads)
+    else:
+      pads = self.padding if isinstance(self.padding, str) else [tuple(p) for p in self.padding]
+      y = jax.lax.conv_general_dilated(x, w, (self.stride, self.stride), pads,
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+    return y + b if b is not None else y
 
 
 class PointwiseConv(nn.Module):
@@ -130,6 +145,18 @@ def is_pointwise(kernel: Tuple[int, int], groups: int, pad: Any) -> bool:
   return tuple(kernel) == (1, 1) and groups == 1 and unpadded
 
 
+def conv(features: int, kernel: Any, stride: Any = 1, padding: Any = "SAME", use_bias: bool = True,
+         kernel_init: Callable = conv_init, name: Optional[str] = None) -> nn.Module:
+  """`nn.Conv(features, kernel, stride, padding, ...)`, or the same parameters and values as a
+  `PointwiseConv` matmul when it is an unpadded 1x1 convolution."""
+  k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+  s = stride if isinstance(stride, int) else stride[0]
+  if is_pointwise(k, 1, padding) and (isinstance(stride, int) or len(set(stride)) == 1):
+    return PointwiseConv(features, s, use_bias, kernel_init, name=name)
+  return nn.Conv(features, k, (s, s) if isinstance(stride, int) else tuple(stride), padding=padding,
+                 use_bias=use_bias, kernel_init=kernel_init, name=name)
+
+
 class ConvBN(nn.Module):
   """Conv (no bias unless asked) -> BatchNorm -> activation: torchvision's Conv2dNormActivation."""
   features: int
@@ -148,8 +175,8 @@ class ConvBN(nn.Module):
     k = (self.kernel, self.kernel) if isinstance(self.kernel, int) else tuple(self.kernel)
     pad = conv_pad(k, self.padding) if self.padding in PADDINGS else self.padding
     groups = x.shape[-1] if self.groups == -1 else self.groups   # -1: depthwise
-    if self.groups == -1 and resolve_depthwise(self.depthwise) == "taps" and not self.use_bias and self.features == x.shape[-1]:
-      x = DepthwiseTaps(k, self.stride, pad, name="conv")(x)
+    if self.groups == -1 and self.features == x.shape[-1]:
+      x = DepthwiseConv(k, self.stride, pad, self.use_bias, impl=self.depthwise, name="conv")(x)
     elif is_pointwise(k, groups, pad):
       x = PointwiseConv(self.features, self.stride, self.use_bias, name="conv")(x)
     else:

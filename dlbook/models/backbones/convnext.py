@@ -9,7 +9,7 @@ Stochastic depth grows linearly to 0.1 over the 18 blocks (torchvision's default
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dlbook.models.backbones.common import check_input, drop_path
+from dlbook.models.backbones.common import DepthwiseConv, check_input, drop_path
 from dlbook.models.registry import register
 
 CONVNEXT_TINY = dict(widths=(96, 192, 384, 768), depths=(3, 3, 9, 3))
@@ -27,7 +27,7 @@ class CNBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     c = x.shape[-1]
-    h = nn.Conv(c, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=c, kernel_init=_trunc, name="dwconv")(x)
+    h = DepthwiseConv((7, 7), 1, ((3, 3), (3, 3)), use_bias=True, kernel_init=_trunc, name="dwconv")(x)
     h = _ln("norm")(h)
     h = nn.gelu(nn.Dense(4 * c, kernel_init=_trunc, name="fc1")(h), approximate=False)
     h = nn.Dense(c, kernel_init=_trunc, name="fc2")(h)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from dlbook.errors import require
+from dlbook.models.backbones.common import conv as conv2d
 from dlbook.models.backbones.common import (check_input, check_padding, classify, conv_init, conv_pad,
                                             max_pool, stage_list)
 from dlbook.models.registry import register
@@ -62,7 +63,7 @@ class DenseLayer(nn.Module):
     bn = lambda name: GatedBatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_eps,  # noqa: E731
                                      name=name)
     h = nn.relu(bn("norm1")(x, gate=gate))
-    h = nn.Conv(self.bn_size * self.growth, (1, 1), use_bias=False, kernel_init=conv_init, name="conv1")(h)
+    h = conv2d(self.bn_size * self.growth, 1, use_bias=False, name="conv1")(h)
     h = nn.relu(bn("norm2")(h, gate=gate))
     return nn.Conv(self.growth, (3, 3), padding=conv_pad(3, self.padding), use_bias=False, kernel_init=conv_init,
                    name="conv2")(h)
@@ -127,8 +128,7 @@ class DenseNet(nn.Module):
           pooled.append(jnp.mean(x, axis=(1, 2)))
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_eps,
                                  name=f"transition_{b + 1}_norm")(x))
-        x = nn.Conv(x.shape[-1] // 2, (1, 1), use_bias=False, kernel_init=conv_init,
-                    name=f"transition_{b + 1}_conv")(x)
+        x = conv2d(x.shape[-1] // 2, 1, use_bias=False, name=f"transition_{b + 1}_conv")(x)
         x = nn.avg_pool(x, (2, 2), (2, 2))
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_eps, name="norm_final")(x))
     feats = jnp.mean(x, axis=(1, 2))

@@ -59,7 +59,7 @@ class MobileNetV2(nn.Module):
   stem_stride: int = 2
   padding: str = "torch"
   bn_eps: float = 1e-5
-  # depthwise convs as shifted multiply-adds with a native gradient ("taps", common.DepthwiseTaps) or grouped
+  # depthwise convs as shifted multiply-adds with a native gradient ("taps", common.DepthwiseConv) or grouped
   # convs ("conv"); "auto": taps on the CPU, conv elsewhere (common.resolve_depthwise). Same parameters, outputs
   depthwise: str = "auto"
 

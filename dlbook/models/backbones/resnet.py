@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from dlbook.errors import require
 from dlbook.models.backbones.common import batch_norm, check_input, classify, conv_init, max_pool
+from dlbook.models.backbones.common import conv as conv2d
 from dlbook.models.registry import register
 
 RESNET50_BLOCKS = (3, 4, 6, 3)
@@ -32,8 +33,7 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     keras = self.style == "keras"
-    conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding=((k // 2, k // 2),) * 2,  # noqa: E731
-                                         use_bias=keras, kernel_init=conv_init, name=name)
+    conv = lambda f, k, s, name: conv2d(f, k, s, ((k // 2, k // 2),) * 2, keras, name=name)  # noqa: E731
     bn = lambda name: batch_norm(train, self.bn_eps, name=name)  # noqa: E731
     s1, s3 = (self.stride, 1) if keras else (1, self.stride)
     h = nn.relu(bn("bn1")(conv(self.filters, 1, s1, "conv1")(x)))
@@ -120,15 +120,15 @@ class PreactBottleneck(nn.Module):
   def __call__(self, x, train: bool = False):
     preact = nn.relu(batch_norm(train, self.bn_eps, name="preact_bn")(x))
     if self.conv_shortcut:
-      shortcut = nn.Conv(4 * self.filters, (1, 1), (self.stride,) * 2, kernel_init=conv_init, name="shortcut")(preact)
+      shortcut = conv2d(4 * self.filters, 1, self.stride, name="shortcut")(preact)
     else:
       shortcut = x[:, ::self.stride, ::self.stride, :] if self.stride > 1 else x
-    h = nn.Conv(self.filters, (1, 1), use_bias=False, kernel_init=conv_init, name="conv1")(preact)
+    h = conv2d(self.filters, 1, use_bias=False, name="conv1")(preact)
     h = nn.relu(batch_norm(train, self.bn_eps, name="bn1")(h))
     h = nn.Conv(self.filters, (3, 3), (self.stride,) * 2, padding=((1, 1), (1, 1)), use_bias=False,
                 kernel_init=conv_init, name="conv2")(h)
     h = nn.relu(batch_norm(train, self.bn_eps, name="bn2")(h))
-    h = nn.Conv(4 * self.filters, (1, 1), kernel_init=conv_init, name="conv3")(h)
+    h = conv2d(4 * self.filters, 1, name="conv3")(h)
     return shortcut + h
 
 

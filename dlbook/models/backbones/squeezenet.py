@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from dlbook.models.backbones.common import check_input, max_pool
+from dlbook.models.backbones.common import conv as conv2d
 from dlbook.models.registry import register
 
 # (squeeze, expand) per fire module, max-pools before modules 0, 2 and 4.
@@ -23,8 +24,8 @@ class Fire(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    s = nn.relu(nn.Conv(self.squeeze, (1, 1), kernel_init=_uniform, name="squeeze")(x))
-    e1 = nn.relu(nn.Conv(self.expand, (1, 1), kernel_init=_uniform, name="expand1x1")(s))
+    s = nn.relu(conv2d(self.squeeze, 1, kernel_init=_uniform, name="squeeze")(x))
+    e1 = nn.relu(conv2d(self.expand, 1, kernel_init=_uniform, name="expand1x1")(s))
     e3 = nn.relu(nn.Conv(self.expand, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_uniform, name="expand3x3")(s))
     return jnp.concatenate([e1, e3], axis=-1)
 
@@ -49,7 +50,7 @@ class SqueezeNet(nn.Module):
       return jnp.mean(x, axis=(1, 2))
     if self.dropout > 0:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = nn.relu(nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01), name="classifier")(x))
+    x = nn.relu(conv2d(self.num_classes, 1, kernel_init=nn.initializers.normal(0.01), name="classifier")(x))
     return jnp.mean(x, axis=(1, 2))
 
 

@@ -10,7 +10,7 @@ modules `residual_{i}` are numbered in the same creation order.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dlbook.models.backbones.common import batch_norm, check_input, classify, conv_init
+from dlbook.models.backbones.common import DepthwiseConv, PointwiseConv, batch_norm, check_input, classify, conv_init
 from dlbook.models.registry import register
 
 
@@ -19,9 +19,8 @@ class SeparableConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(x.shape[-1], (3, 3), padding="SAME", feature_group_count=x.shape[-1], use_bias=False,
-                kernel_init=conv_init, name="depthwise")(x)
-    return nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=conv_init, name="pointwise")(x)
+    x = DepthwiseConv((3, 3), 1, "SAME", name="depthwise")(x)
+    return PointwiseConv(self.features, name="pointwise")(x)
 
 
 class Xception(nn.Module):
@@ -55,8 +54,7 @@ class Xception(nn.Module):
           for s in (1, 2, 3):
             h = sep(nn.relu(h), 728, f"block{m}_sepconv{s}")
           x = x + h
-      residual = nn.Conv(w(f2), (1, 1), (2, 2), padding="SAME", use_bias=False, kernel_init=conv_init,
-                         name=f"residual_{r}")(x)
+      residual = PointwiseConv(w(f2), 2, name=f"residual_{r}")(x)
       residual = bn(f"residual_{r}_bn")(residual)
       h = nn.relu(x) if act_first else x
       h = sep(h, f1, f"block{b}_sepconv1")
