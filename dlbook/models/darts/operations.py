@@ -279,6 +279,86 @@ class DepthwisePointwise(nn.Module):
     return pointwise(y, pw[0, 0])
 
 
+class _DepthwisePointwiseParams(nn.Module):
+  """A `DepthwisePointwise`'s parameters (same names, shapes, initialisers and so the same initial values),
+  for `fused_conv_ops`, which computes with them itself."""
+  features: int
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self, c: int):
+    k = self.kernel_size
+    return (self.param("depthwise", torch_default_init, (k, k, 1, c)),
+            self.param("pointwise", torch_default_init, (1, 1, c, self.features)))
+
+
+class SepConvParts(nn.Module):
+  """The variable scopes of an affine-free `SepConv` (conv_0, bn_0, conv_1, bn_1), for `fused_conv_ops`."""
+  features: int
+  kernel_size: int
+  train: bool
+
+  def setup(self):
+    self.conv_0 = _DepthwisePointwiseParams(self.features, self.kernel_size)
+    self.bn_0 = batch_norm(self.train, False)
+    self.conv_1 = _DepthwisePointwiseParams(self.features, self.kernel_size)
+    self.bn_1 = batch_norm(self.train, False)
+
+  def kernels(self, layer: int, c: int):
+    return (self.conv_0, self.conv_1)[layer](c)
+
+  def norm(self, layer: int, x):
+    return (self.bn_0, self.bn_1)[layer](x)
+
+
+class DilConvParts(nn.Module):
+  """The variable scopes of an affine-free `DilConv` (conv, bn), for `fused_conv_ops`."""
+  features: int
+  kernel_size: int
+  train: bool
+
+  def setup(self):
+    self.conv = _DepthwisePointwiseParams(self.features, self.kernel_size)
+    self.bn = batch_norm(self.train, False)
+
+  def kernels(self, layer: int, c: int):
+    return self.conv(c)
+
+  def norm(self, layer: int, x):
+    return self.bn(x)
+
+
+def _embed_5x5(kernel, dilation: int):
+  """A [3, 3, 1, C] depthwise kernel as the [5, 5, 1, C] kernel with the same output under padding 2:
+  centred (dilation 1, padding 1) or on the even taps (dilation 2, padding 2)."""
+  if dilation == 1:
+    return jnp.pad(kernel, ((1, 1), (1, 1), (0, 0), (0, 0)))
+  return jnp.zeros((5, 5) + kernel.shape[2:], kernel.dtype).at[::2, ::2].set(kernel)
+
+
+def fused_conv_ops(x, stride: int, sep3: SepConvParts, sep5: SepConvParts, dil3: DilConvParts):
+  """sep_conv_3x3, sep_conv_5x5 and dil_conv_3x3 of one mixed-op edge (affine-free, `grouped` convs) as
+  two grouped 5x5 convolutions and two batched matmuls instead of five depthwise and five pointwise
+  convolutions: all three first layers read relu(x) with padding 2 once the 3x3 kernels are embedded
+  in 5x5 ones (`_embed_5x5`), so they are one depthwise conv with channel multiplier 3; the two
+  separable convs' second layers are one depthwise conv over both. The embedding's zeros contribute
+  exact zeros and receive no gradient (the parameters keep their 3x3 shapes), so results equal the
+  separate ops to float rounding; BatchNorm stays per op (its statistics are per channel anyway).
+  Returns the three ops' outputs."""
+  c = x.shape[-1]
+  first = [sep3.kernels(0, c), sep5.kernels(0, c), dil3.kernels(0, c)]
+  dw = jnp.stack([_embed_5x5(first[0][0], 1), first[1][0], _embed_5x5(first[2][0], 2)], axis=-1)   # [5,5,1,C,3]
+  y = conv2d(nn.relu(x), dw.reshape(5, 5, 1, 3 * c), stride, 2, 1, groups=c)                     # channels (C, 3)
+  y = jnp.einsum("nhwco,ocd->nhwod", y.reshape(y.shape[:3] + (c, 3)), jnp.stack([p[1][0, 0] for p in first]))
+  parts = (sep3, sep5, dil3)
+  y = [parts[o].norm(0, y[..., o, :]) for o in range(3)]
+  second = [sep3.kernels(1, c), sep5.kernels(1, c)]
+  dw = jnp.concatenate([_embed_5x5(second[0][0], 1), second[1][0]], axis=-1)                      # [5,5,1,2C]
+  z = conv2d(nn.relu(jnp.concatenate(y[:2], axis=-1)), dw, 1, 2, 1, groups=2 * c)                # channels (2, C)
+  z = jnp.einsum("nhwoc,ocd->nhwod", z.reshape(z.shape[:3] + (2, c)), jnp.stack([p[1][0, 0] for p in second]))
+  return sep3.norm(1, z[..., 0, :]), sep5.norm(1, z[..., 1, :]), y[2]
+
+
 class Stem(nn.Module):
   """3x3 conv (no bias) -> affine BN: the CIFAR stem of both DARTS networks."""
   features: int
