@@ -22,9 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from dlbook.errors import require
-from dlbook.models.darts.operations import (DEFAULT_CONV_IMPL, DEFAULT_POOL_IMPL, OPS, PRIMITIVES, DilConvParts,
-                                            FactorizedReduce, ReLUConvBN, SepConvParts, Stem, check_conv_impl,
-                                            check_pool_impl, fused_conv_ops, on_accelerator, resolve,
+from dlbook.models.darts.operations import (DEFAULT_CONV_IMPL, DEFAULT_POOL_IMPL, OPS, PRIMITIVES, FactorizedReduce,
+                                            ReLUConvBN, Stem, check_conv_impl, check_pool_impl, on_accelerator,
                                             torch_default_init)
 from dlbook.models.registry import register
 
@@ -74,18 +73,8 @@ class MixedOp(nn.Module):
   @nn.compact
   def __call__(self, x, weights, train: bool):
     out = 0.0
-    fused = {}
-    if resolve("conv_impl", self.conv_impl) == "grouped" and x.shape[-1] == self.channels:
-      # the accelerator formulation: three of the four conv ops as two grouped convs (fused_conv_ops)
-      parts = (SepConvParts(self.channels, 3, train, name="sep_conv_3x3"),
-               SepConvParts(self.channels, 5, train, name="sep_conv_5x5"),
-               DilConvParts(self.channels, 3, train, name="dil_conv_3x3"))
-      fused = dict(zip(("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3"), fused_conv_ops(x, self.stride, *parts)))
     for k, primitive in enumerate(PRIMITIVES):
       if primitive == "none":
-        continue
-      if primitive in fused:
-        out = out + weights[k] * fused[primitive]
         continue
       kw = {"bn_after": True} if "pool" in primitive else {}
       op = OPS[primitive](self.channels, self.stride, False, conv_impl=self.conv_impl, pool_impl=self.pool_impl,
