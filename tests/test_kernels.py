@@ -107,14 +107,13 @@ def test_a_failed_build_falls_back_with_one_warning(tmp_path):
 
 
 DENSE_CASES = [  # (N, H, W, C_in, C_out, (kh, kw), stride, pads): ResNet/VGG 3x3, strided, a 7x7 stem, Inception's
-                 # 1x7 and 7x1, asymmetric ('SAME' with stride 2) and zero padding; one patch matrix or tap by tap
+                 # 1x7 and 7x1, asymmetric ('SAME' with stride 2) and zero padding
     (2, 9, 9, 5, 7, (3, 3), 1, ((1, 1), (1, 1))),
     (2, 10, 11, 4, 6, (3, 3), 2, ((0, 1), (1, 1))),
     (1, 15, 15, 3, 8, (7, 7), 2, ((3, 3), (3, 3))),
     (2, 8, 8, 6, 5, (1, 7), 1, ((0, 0), (3, 3))),
     (2, 8, 8, 6, 5, (7, 1), 1, ((3, 3), (0, 0))),
     (3, 7, 7, 4, 4, (3, 3), 1, ((0, 0), (0, 0))),
-    (2, 6, 7, 64, 8, (3, 3), 2, ((1, 1), (1, 1))),   # k*k*C_in > PATCH_MATRIX_MAX_WIDTH: tap by tap
 ]
 
 

@@ -5,10 +5,10 @@ window is the whole image, which its convolution library runs slowly; forward + 
 layer took 1.5-2x longer than the same gradients written as matmuls over the layer's k*k shifted input views
 (`benchmarks/conv_gradients.py`). `conv2d` keeps XLA's convolution for the forward pass (it is the faster
 forward) and, on the CPU, a custom backward pass:
-  view_ij = x_pad shifted by tap (i, j), strided               (N*HO*WO, C_in), rebuilt from x
-  dw[i, j] = view_ij^T @ dy                                    (C_in, C_out)
-  dx       = sum over taps of dy @ w[i, j]^T placed back at (i, j) (padding, strides and cropping undone)
-Only x is kept for the backward pass (the views are rebuilt there), as for the convolution itself. GPUs and
+  cols = [x_pad shifted by each tap (i, j), strided]          (N, HO, WO, k*k*C_in), rebuilt from x
+  dw   = cols^T @ dy                                          (k*k*C_in, C_out)
+  dx   = sum over taps of dy @ w[i, j]^T placed back at (i, j) (padding, strides and cropping undone)
+Only x is kept for the backward pass (the patches are rebuilt there), as for the convolution itself. GPUs and
 TPUs keep JAX's derivative of the convolution (`lax.platform_dependent`).
 """
 
@@ -21,7 +21,6 @@ from jax import lax
 
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
 DIMS = ("NHWC", "HWIO", "NHWC")
-PATCH_MATRIX_MAX_WIDTH = 512   # k*k*C_in up to which the backward pass builds one patch matrix
 
 
 def conv_reference(x, w, stride: int, pads: Pads):
@@ -34,33 +33,25 @@ def _views(xp, k_h: int, k_w: int, stride: int, ho: int, wo: int):
 
 
 def patch_grads(x, w, dy, stride: int, pads: Pads):
-  """(dx, dw) of `conv_reference` as matmuls over the k*k shifted views of the padded input: one tap at a
-  time (a k*k-times larger patch matrix held DenseNet-121's 224-px step beyond 24 GB), or as one patch
-  matrix when it is narrow (a 7x7 stem on 3 channels: 49 matmuls of 3 rows were 2.5x slower than XLA's
-  convolution gradient, one 147-wide matmul 2.1x faster)."""
+  """(dx, dw) of `conv_reference` as matmuls over the k*k shifted views of the padded input."""
   k_h, k_w, c_in, c_out = w.shape
   n, h, wd, _ = x.shape
   _, ho, wo, _ = dy.shape
   xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
-  hp, wp = xp.shape[1], xp.shape[2]
+  cols = jnp.concatenate(_views(xp, k_h, k_w, stride, ho, wo), axis=-1).reshape(-1, k_h * k_w * c_in)
   g = dy.reshape(-1, c_out)
-  views = _views(xp, k_h, k_w, stride, ho, wo)
-  if k_h * k_w * c_in <= PATCH_MATRIX_MAX_WIDTH:   # stems (3 input channels): one (pixels, k*k*C_in) matrix
-    dcols = (g @ w.reshape(-1, c_out).T).reshape(n, ho, wo, k_h * k_w, c_in)
-    dw = [(jnp.concatenate(views, axis=-1).reshape(-1, k_h * k_w * c_in).T @ g).reshape(w.shape)]
-    tap_grads = [dcols[:, :, :, t, :] for t in range(k_h * k_w)]
-  else:
-    dw = [view.reshape(-1, c_in).T @ g for view in views]
-    tap_grads = [(g @ w[t // k_w, t % k_w].T).reshape(n, ho, wo, c_in) for t in range(k_h * k_w)]
+  dw = (cols.T @ g).reshape(w.shape)
+  dcols = (g @ w.reshape(-1, c_out).T).reshape(n, ho, wo, k_h * k_w, c_in)
+  hp, wp = xp.shape[1], xp.shape[2]
   dxp = 0.0
-  for t, tap in enumerate(tap_grads):
+  for t in range(k_h * k_w):
     i, j = divmod(t, k_w)
-    # this tap's input gradient sits at rows i, i+stride, ... of the padded input: pad it back into place
-    dxp = dxp + lax.pad(tap, jnp.zeros((), dy.dtype),
+    # the view's pixels sit at rows i, i+stride, ... of the padded input: pad them back into place
+    dxp = dxp + lax.pad(dcols[:, :, :, t, :], jnp.zeros((), dy.dtype),
                         ((0, 0, 0), (i, hp - i - (ho - 1) * stride - 1, stride - 1),
                          (j, wp - j - (wo - 1) * stride - 1, stride - 1), (0, 0, 0)))
   dx = dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + wd, :]
-  return dx, (dw[0] if len(dw) == 1 else jnp.stack(dw).reshape(w.shape))
+  return dx, dw
 
 
 def reference_grads(x, w, dy, stride: int, pads: Pads):
