@@ -5,9 +5,7 @@
 - depthwise 3x3 (MobileNetV2's layers at 224 px): the gradient (dx and dw) from the native C++ kernel
   (`dlbook.models.kernels.depthwise`), from JAX's differentiation of the shifted-slice form, and from
   XLA's gradient of the grouped convolution (`feature_group_count=C`);
-- 1x1 convolution: forward + gradient as one matmul (`common.PointwiseConv`) and as `lax.conv`;
-- dense kxk convolution (ResNet50's layers at 224 px): forward + gradient with the patch-matmul backward
-  (`dlbook.models.kernels.dense.conv2d`, `common.DenseConv`) and with XLA's convolution gradient.
+- 1x1 convolution: forward + gradient as one matmul (`common.PointwiseConv`) and as `lax.conv`.
 
 Each row prints the fastest of `repeats` calls per lowering and `speedup=` (alternative / dlbook's
 choice). glibc's allocator is tuned as in every launcher (`dlbook.runtime.tune_malloc`), so no lowering
@@ -22,7 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from dlbook import runtime
-from dlbook.models.kernels import dense, depthwise, native
+from dlbook.models.kernels import depthwise, native
 
 flags.DEFINE_integer("repeats", 5, "Timed calls per lowering (the fastest counts).")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
@@ -32,9 +30,6 @@ FLAGS = flags.FLAGS
 DEPTHWISE = [(112, 32, 1), (112, 96, 2), (56, 144, 1), (56, 144, 2), (28, 192, 1), (28, 192, 2), (14, 384, 1),
              (14, 576, 1), (14, 576, 2), (7, 960, 1)]
 # (H, C_in, C_out): MobileNetV2's 1x1 expansions and projections at 224 px
-# (H, C_in, C_out, k, stride): ResNet50's 7x7 stem and 3x3 layers at 224 px
-DENSE = [(224, 3, 64, 7, 2), (56, 64, 64, 3, 1), (56, 128, 128, 3, 2), (28, 128, 128, 3, 1), (14, 256, 256, 3, 1),
-         (7, 512, 512, 3, 1)]
 POINTWISE = [(112, 16, 96), (112, 32, 16), (56, 24, 144), (56, 144, 24), (28, 192, 32), (14, 384, 64),
              (14, 576, 96), (7, 960, 160), (7, 320, 1280)]
 
@@ -93,15 +88,6 @@ def main(argv):
              for name, f in (("matmul", matmul1x1), ("conv", conv1x1))}
     print(f"op=pointwise_fwd_grad shape={n}x{h}x{h}x{ci}->{co} matmul_ms={times['matmul']:.1f} "
           f"conv_ms={times['conv']:.1f} speedup={times['conv'] / times['matmul']:.2f}")
-  for h, ci, co, k, s in DENSE:
-    pads = ((k // 2, k // 2),) * 2
-    x = jnp.asarray(rng.normal(size=(n, h, h, ci)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(k, k, ci, co)), jnp.float32)
-    dy = jnp.asarray(rng.normal(size=(n, -(-h // s), -(-h // s), co)), jnp.float32)
-    times = {name: best_ms(jax.jit(lambda x, w, dy, f=f: jax.vjp(lambda x, w: f(x, w, s, pads), x, w)[1](dy)), x, w, dy)
-             for name, f in (("patches", dense.conv2d), ("conv", dense.conv_reference))}
-    print(f"op=dense_fwd_grad shape={n}x{h}x{h}x{ci}->{co} k={k} stride={s} patches_ms={times['patches']:.1f} "
-          f"conv_ms={times['conv']:.1f} speedup={times['conv'] / times['patches']:.2f}")
 
 
 if __name__ == "__main__":

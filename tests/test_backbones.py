@@ -226,23 +226,6 @@ def test_depthwise_taps_equal_the_grouped_conv(padding):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), *grads)
 
 
-def test_dense_convs_keep_nn_conv_parameters_and_values():
-  import flax.linen as nn
-  from dlbook.models.backbones.common import conv
-  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 9, 9, 3)), jnp.float32)
-  for kernel, stride, padding in ((3, 1, ((1, 1), (1, 1))), (7, 2, ((3, 3), (3, 3))), (3, 2, "SAME"), (3, 1, "VALID"),
-                                  ((1, 7), 1, ((0, 0), (3, 3)))):
-    ours = conv(4, kernel, stride, padding, name="c")
-    k = (kernel, kernel) if isinstance(kernel, int) else kernel
-    flax_conv = nn.Conv(4, k, (stride, stride), padding=padding, name="c")
-    v = jax.jit(ours.init)(jax.random.key(0, impl="rbg"), x)
-    assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, jax.eval_shape(flax_conv.init, jax.random.key(0), x))
-    v = jax.tree.map(lambda a: a + 0.1, v)   # a nonzero bias
-    np.testing.assert_allclose(ours.apply(v, x), flax_conv.apply(v, x), rtol=1e-5, atol=1e-5)
-    grads = [jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply(p, x))))(v) for m in (ours, flax_conv)]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), *grads)
-
-
 def test_depthwise_auto_is_taps_on_the_cpu_and_1x1_convs_are_matmuls():
   from dlbook.models.backbones.common import ConvBN, resolve_depthwise
   assert resolve_depthwise("auto") == ("taps" if jax.default_backend() == "cpu" else "conv")

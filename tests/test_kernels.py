@@ -104,36 +104,3 @@ def test_a_failed_build_falls_back_with_one_warning(tmp_path):
   env = dict(env, DLBOOK_NATIVE_KERNELS="0")
   proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0 and "unavailable" not in proc.stderr, proc.stderr
-
-
-DENSE_CASES = [  # (N, H, W, C_in, C_out, (kh, kw), stride, pads): ResNet/VGG 3x3, strided, a 7x7 stem, Inception's
-                 # 1x7 and 7x1, asymmetric ('SAME' with stride 2) and zero padding
-    (2, 9, 9, 5, 7, (3, 3), 1, ((1, 1), (1, 1))),
-    (2, 10, 11, 4, 6, (3, 3), 2, ((0, 1), (1, 1))),
-    (1, 15, 15, 3, 8, (7, 7), 2, ((3, 3), (3, 3))),
-    (2, 8, 8, 6, 5, (1, 7), 1, ((0, 0), (3, 3))),
-    (2, 8, 8, 6, 5, (7, 1), 1, ((3, 3), (0, 0))),
-    (3, 7, 7, 4, 4, (3, 3), 1, ((0, 0), (0, 0))),
-]
-
-
-@pytest.mark.parametrize("case", DENSE_CASES, ids=[str(c[:7]) for c in DENSE_CASES])
-def test_dense_conv_patch_gradients_equal_xla_conv_gradients(case):
-  from dlbook.models.kernels import dense
-  n, h, wd, ci, co, k, stride, pads = case
-  rng = np.random.default_rng(h * wd + ci)
-  x = jnp.asarray(rng.normal(size=(n, h, wd, ci)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=k + (ci, co)), jnp.float32)
-  y, vjp = jax.vjp(lambda x, w: dense.conv_reference(x, w, stride, pads), x, w)
-  dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-  want_dx, want_dw = vjp(dy)
-  dx, dw = jax.jit(dense.patch_grads, static_argnums=(3, 4))(x, w, dy, stride, pads)
-  np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=1e-4)
-  np.testing.assert_allclose(dw, want_dw, rtol=1e-5, atol=1e-4 * np.sqrt(n * h * wd))
-  np.testing.assert_array_equal(dense.conv2d(x, w, stride, pads), dense.conv_reference(x, w, stride, pads))
-  gx, gw = jax.jit(jax.grad(lambda x, w: jnp.sum(dense.conv2d(x, w, stride, pads) * dy), (0, 1)))(x, w)
-  np.testing.assert_allclose(gx, dx, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(gw, dw, rtol=1e-6, atol=1e-5)
-  lower = lambda platform: jax.jit(jax.grad(lambda x, w: jnp.sum(dense.conv2d(x, w, stride, pads)), (0, 1))).trace(
-      x, w).lower(lowering_platforms=(platform,)).as_text().count("stablehlo.convolution")
-  assert (lower("cpu"), lower("cuda")) == (0, 2)   # patch matmuls on the CPU, XLA's two gradient convolutions on GPUs

@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 
 from dlbook.errors import require
-from dlbook.models.kernels.dense import conv2d as dense_conv2d
 from dlbook.models.kernels.depthwise import depthwise_conv, same_pads
 
 PADDINGS = ("torch", "keras")
@@ -140,34 +139,6 @@ class PointwiseConv(nn.Module):
     return y + b if b is not None else y
 
 
-class DenseConv(nn.Module):
-  """Ungrouped kxk convolution with `nn.Conv`'s parameters ('kernel' (k, k, C_in, C_out), 'bias') and
-  values, through `dlbook.models.kernels.dense.conv2d`: XLA's convolution forward, and on the CPU a
-  backward pass of matmuls over image patches (1.2-2.1x faster forward + backward for ResNet50's layers,
-  `benchmarks/conv_gradients.py`)."""
-  features: int
-  kernel: Tuple[int, int]
-  stride: int = 1
-  padding: Any = "SAME"     # "SAME", "VALID" or ((top, bottom), (left, right))
-  use_bias: bool = True
-  kernel_init: Callable = conv_init
-
-  @nn.compact
-  def __call__(self, x):
-    kh, kw = self.kernel
-    w = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
-    b = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
-    x, w, b = nn.dtypes.promote_dtype(x, w, b)
-    if self.padding == "SAME":
-      pads = same_pads(x.shape[1:3], (kh, kw), self.stride)
-    elif self.padding == "VALID":
-      pads = ((0, 0), (0, 0))
-    else:
-      pads = tuple(tuple(p) for p in self.padding)
-    y = dense_conv2d(x, w, self.stride, pads)
-    return y + b if b is not None else y
-
-
 def is_pointwise(kernel: Tuple[int, int], groups: int, pad: Any) -> bool:
   """Whether a conv with these settings is a plain (ungrouped, unpadded) 1x1 convolution."""
   unpadded = pad in ("SAME", "VALID") or (not isinstance(pad, str) and all(tuple(p) == (0, 0) for p in pad))
@@ -176,15 +147,14 @@ def is_pointwise(kernel: Tuple[int, int], groups: int, pad: Any) -> bool:
 
 def conv(features: int, kernel: Any, stride: Any = 1, padding: Any = "SAME", use_bias: bool = True,
          kernel_init: Callable = conv_init, name: Optional[str] = None) -> nn.Module:
-  """`nn.Conv(features, kernel, stride, padding, ...)` with the same parameters and values, as a
-  `PointwiseConv` matmul when it is an unpadded 1x1 convolution, else a `DenseConv`."""
+  """`nn.Conv(features, kernel, stride, padding, ...)`, or the same parameters and values as a
+  `PointwiseConv` matmul when it is an unpadded 1x1 convolution."""
   k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
   s = stride if isinstance(stride, int) else stride[0]
-  if not isinstance(stride, int) and len(set(stride)) != 1:
-    return nn.Conv(features, k, tuple(stride), padding=padding, use_bias=use_bias, kernel_init=kernel_init, name=name)
-  if is_pointwise(k, 1, padding):
+  if is_pointwise(k, 1, padding) and (isinstance(stride, int) or len(set(stride)) == 1):
     return PointwiseConv(features, s, use_bias, kernel_init, name=name)
-  return DenseConv(features, k, s, padding, use_bias, kernel_init, name=name)
+  return nn.Conv(features, k, (s, s) if isinstance(stride, int) else tuple(stride), padding=padding,
+                 use_bias=use_bias, kernel_init=kernel_init, name=name)
 
 
 class ConvBN(nn.Module):
@@ -209,8 +179,6 @@ class ConvBN(nn.Module):
       x = DepthwiseConv(k, self.stride, pad, self.use_bias, impl=self.depthwise, name="conv")(x)
     elif is_pointwise(k, groups, pad):
       x = PointwiseConv(self.features, self.stride, self.use_bias, name="conv")(x)
-    elif groups == 1:
-      x = DenseConv(self.features, k, self.stride, pad, self.use_bias, name="conv")(x)
     else:
       x = nn.Conv(self.features, k, (self.stride, self.stride), padding=pad, feature_group_count=groups,
                   use_bias=self.use_bias, kernel_init=conv_init, name="conv")(x)

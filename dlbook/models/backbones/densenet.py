@@ -30,7 +30,7 @@ from flax import traverse_util
 
 from dlbook.errors import require
 from dlbook.models.backbones.common import conv as conv2d
-from dlbook.models.backbones.common import (check_input, check_padding, classify, conv_pad,
+from dlbook.models.backbones.common import (check_input, check_padding, classify, conv_init, conv_pad,
                                             max_pool, stage_list)
 from dlbook.models.registry import register
 
@@ -65,7 +65,8 @@ class DenseLayer(nn.Module):
     h = nn.relu(bn("norm1")(x, gate=gate))
     h = conv2d(self.bn_size * self.growth, 1, use_bias=False, name="conv1")(h)
     h = nn.relu(bn("norm2")(h, gate=gate))
-    return conv2d(self.growth, 3, 1, conv_pad(3, self.padding), use_bias=False, name="conv2")(h)
+    return nn.Conv(self.growth, (3, 3), padding=conv_pad(3, self.padding), use_bias=False, kernel_init=conv_init,
+                   name="conv2")(h)
 
 
 class SE(nn.Module):
@@ -105,7 +106,8 @@ class DenseNet(nn.Module):
     check_input(x, self.in_channels, "densenet")
     check_padding(self.padding)
     blocks = stage_list(self.blocks)
-    x = conv2d(self.init_features, 7, self.stem_stride, ((3, 3), (3, 3)), use_bias=False, name="stem_conv")(x)
+    x = nn.Conv(self.init_features, (7, 7), (self.stem_stride,) * 2, padding=((3, 3), (3, 3)), use_bias=False,
+                kernel_init=conv_init, name="stem_conv")(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_eps, name="stem_bn")(x))
     if self.stem_pool:
       x = max_pool(x, 3, 2, 1)

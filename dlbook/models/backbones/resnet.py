@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from dlbook.errors import require
-from dlbook.models.backbones.common import batch_norm, check_input, classify, max_pool
+from dlbook.models.backbones.common import batch_norm, check_input, classify, conv_init, max_pool
 from dlbook.models.backbones.common import conv as conv2d
 from dlbook.models.registry import register
 
@@ -62,7 +62,8 @@ class ResNet(nn.Module):
     check_input(x, self.in_channels, "resnet50")
     require(self.style in STYLES, f"unknown resnet style {self.style!r}; valid: {', '.join(STYLES)}")
     base = int(round(64 * self.width))
-    x = conv2d(base, 7, self.stem_stride, ((3, 3), (3, 3)), self.style == "keras", name="stem_conv")(x)
+    x = nn.Conv(base, (7, 7), (self.stem_stride,) * 2, padding=((3, 3), (3, 3)), use_bias=self.style == "keras",
+                kernel_init=conv_init, name="stem_conv")(x)
     x = nn.relu(batch_norm(train, self.bn_eps, name="stem_bn")(x))
     if self.stem_pool:
       x = max_pool(x, 3, 2, 1)
@@ -124,7 +125,8 @@ class PreactBottleneck(nn.Module):
       shortcut = x[:, ::self.stride, ::self.stride, :] if self.stride > 1 else x
     h = conv2d(self.filters, 1, use_bias=False, name="conv1")(preact)
     h = nn.relu(batch_norm(train, self.bn_eps, name="bn1")(h))
-    h = conv2d(self.filters, 3, self.stride, ((1, 1), (1, 1)), use_bias=False, name="conv2")(h)
+    h = nn.Conv(self.filters, (3, 3), (self.stride,) * 2, padding=((1, 1), (1, 1)), use_bias=False,
+                kernel_init=conv_init, name="conv2")(h)
     h = nn.relu(batch_norm(train, self.bn_eps, name="bn2")(h))
     h = conv2d(4 * self.filters, 1, name="conv3")(h)
     return shortcut + h
@@ -146,7 +148,8 @@ class ResNetV2(nn.Module):
   def __call__(self, x, train: bool = False):
     check_input(x, self.in_channels, "resnet101v2")
     base = int(round(64 * self.width))
-    x = conv2d(base, 7, self.stem_stride, ((3, 3), (3, 3)), name="stem_conv")(x)
+    x = nn.Conv(base, (7, 7), (self.stem_stride,) * 2, padding=((3, 3), (3, 3)), kernel_init=conv_init,
+                name="stem_conv")(x)
     if self.stem_pool:   # Keras pads with zeros before this pool, and no ReLU precedes it
       x = nn.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), (3, 3), (2, 2))
     for i, n in enumerate(self.blocks):

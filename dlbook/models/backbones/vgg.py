@@ -8,8 +8,7 @@ order and Keras in (H, W, C); dlbook flattens NHWC, so the converter permutes fc
 
 import flax.linen as nn
 
-from dlbook.models.backbones.common import adaptive_avg_pool, check_input, classify, max_pool
-from dlbook.models.backbones.common import conv as conv2d
+from dlbook.models.backbones.common import adaptive_avg_pool, check_input, classify, conv_init, max_pool
 from dlbook.models.registry import register
 
 VGG19_STAGES = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
@@ -32,7 +31,8 @@ class VGG(nn.Module):
     check_input(x, self.in_channels, "vgg19")
     for s, stage in enumerate(self.stages):
       for c, ch in enumerate(stage):
-        x = nn.relu(conv2d(int(round(ch * self.width)), 3, 1, ((1, 1), (1, 1)), name=f"conv{s + 1}_{c + 1}")(x))
+        x = nn.relu(nn.Conv(int(round(ch * self.width)), (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
+                            name=f"conv{s + 1}_{c + 1}")(x))
       if s > 0 or self.stem_pool:
         x = max_pool(x, 2, 2)
     x = adaptive_avg_pool(x, (self.pool_size, self.pool_size))

@@ -10,8 +10,7 @@ modules `residual_{i}` are numbered in the same creation order.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dlbook.models.backbones.common import DepthwiseConv, PointwiseConv, batch_norm, check_input, classify
-from dlbook.models.backbones.common import conv as conv2d
+from dlbook.models.backbones.common import DepthwiseConv, PointwiseConv, batch_norm, check_input, classify, conv_init
 from dlbook.models.registry import register
 
 
@@ -42,9 +41,10 @@ class Xception(nn.Module):
     def sep(h, f, name):
       return bn(name + "_bn")(SeparableConv(w(f), name=name)(h))
 
-    x = conv2d(w(32), 3, self.stem_stride, "VALID", use_bias=False, name="block1_conv1")(x)
+    x = nn.Conv(w(32), (3, 3), (self.stem_stride,) * 2, padding="VALID", use_bias=False, kernel_init=conv_init,
+                name="block1_conv1")(x)
     x = nn.relu(bn("block1_conv1_bn")(x))
-    x = conv2d(w(64), 3, 1, "VALID", use_bias=False, name="block1_conv2")(x)
+    x = nn.Conv(w(64), (3, 3), padding="VALID", use_bias=False, kernel_init=conv_init, name="block1_conv2")(x)
     x = nn.relu(bn("block1_conv2_bn")(x))
     entry = ((2, 128, 128, False), (3, 256, 256, True), (4, 728, 728, True), (13, 728, 1024, True))
     for r, (b, f1, f2, act_first) in enumerate(entry):
