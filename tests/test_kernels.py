@@ -81,6 +81,11 @@ def test_other_platforms_and_dtypes_use_jax_differentiation():
   assert "dlbook_depthwise_grad" not in gpu and "custom_call" not in gpu
   bf16 = jax.jit(grad).trace(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)).lower().as_text()
   assert "dlbook_depthwise_grad" not in bf16
+  big = jnp.ones((9, 9, 16), jnp.float32)   # more taps than the C++ kernel takes
+  pads = ((4, 4), (4, 4))
+  grad_big = jax.jit(jax.grad(lambda x, w: jnp.sum(depthwise.depthwise_conv(x, w, 1, pads)), argnums=(0, 1)))
+  assert "dlbook_depthwise_grad" not in grad_big.trace(x, big).lower().as_text()
+  np.testing.assert_allclose(grad_big(x, big)[1], depthwise.reference_grads(x, big, jnp.ones_like(x), 1, pads)[1])
 
 
 def test_a_failed_build_falls_back_with_one_warning(tmp_path):

@@ -23,6 +23,7 @@ import numpy as np
 from dlbook.models.kernels import native
 
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
+MAX_NATIVE_TAPS = 64   # the C++ kernel's limit on kh * kw (larger kernels use JAX's derivative)
 
 
 def same_pads(hw: Sequence[int], kernel: Sequence[int], stride: int) -> Pads:
@@ -88,6 +89,6 @@ def depthwise_conv(x, w, stride: int = 1, pads: Pads = ((1, 1), (1, 1)), *, use_
   native kernel on the CPU when `use_native` and both arrays are float32."""
   pads = tuple((int(a), int(b)) for a, b in pads)
   if (use_native and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4 and w.ndim == 3
-      and native.available("depthwise")):
+      and w.shape[0] * w.shape[1] <= MAX_NATIVE_TAPS and native.available("depthwise")):
     return _depthwise_conv(x, w, int(stride), pads)
   return depthwise_conv_reference(x, w, stride, pads)
