@@ -105,9 +105,10 @@ class DepthwiseConv(nn.Module):
     b = self.param("bias", nn.initializers.zeros, (c,)) if self.use_bias else None
     x, w, b = nn.dtypes.promote_dtype(x, w, b)
     if resolve_depthwise(self.impl) == "taps":
-      pads = {"SAME": lambda: same_pads(x.shape[1:3], (kh, kw), self.stride),
-              "VALID": lambda: ((0, 0), (0, 0))}.get(self.padding, lambda: self.padding)() \
-          if isinstance(self.padding, str) else self.padding
+      if self.padding == "SAME":
+        pads = same_pads(x.shape[1:3], (kh, kw), self.stride)
+      else:
+        pads = ((0, 0), (0, 0)) if self.padding == "VALID" else self.padding
       y = depthwise_conv(x, w[:, :, 0, :], self.stride, pads)
     else:
       pads = self.padding if isinstance(self.padding, str) else [tuple(p) for p in self.padding]

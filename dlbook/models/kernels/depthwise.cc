@@ -29,6 +29,13 @@ typedef float V __attribute__((vector_size(32)));
 typedef float VU __attribute__((vector_size(32), aligned(4)));  // the same, unaligned access
 inline V Load(const float* p) { return *reinterpret_cast<const VU*>(p); }
 inline void Store(float* p, V v) { *reinterpret_cast<VU*>(p) = v; }
+// r0..r3 += a[0:32] * b[0:32], 8 channels per register
+inline void MulAdd32(V& r0, V& r1, V& r2, V& r3, const float* a, const float* b) {
+  r0 += Load(a) * Load(b);
+  r1 += Load(a + 8) * Load(b + 8);
+  r2 += Load(a + 16) * Load(b + 16);
+  r3 += Load(a + 24) * Load(b + 24);
+}
 
 struct Shapes {
   int64_t n, h, w, c, kh, kw, ho, wo, s, pt, pl, row_blocks;
@@ -58,12 +65,7 @@ void KernelGradRows(const Shapes& p, const float* __restrict x, const float* __r
           V r0 = Load(a + c0), r1 = Load(a + c0 + 8), r2 = Load(a + c0 + 16), r3 = Load(a + c0 + 24);
           const float* xv = xs + c0;
           const float* dv = ds + c0;
-          for (int64_t ow = lo; ow < hi; ++ow, xv += xstep, dv += C) {
-            r0 += Load(xv) * Load(dv);
-            r1 += Load(xv + 8) * Load(dv + 8);
-            r2 += Load(xv + 16) * Load(dv + 16);
-            r3 += Load(xv + 24) * Load(dv + 24);
-          }
+          for (int64_t ow = lo; ow < hi; ++ow, xv += xstep, dv += C) MulAdd32(r0, r1, r2, r3, xv, dv);
           Store(a + c0, r0), Store(a + c0 + 8, r1), Store(a + c0 + 16, r2), Store(a + c0 + 24, r3);
         }
         for (; c0 + 8 <= C; c0 += 8) {
@@ -131,14 +133,7 @@ void InputGradRows(const Shapes& p, const float* __restrict wt, const float* __r
       int64_t c0 = 0;
       for (; c0 + 32 <= C; c0 += 32) {
         V r0 = {}, r1 = {}, r2 = {}, r3 = {};
-        for (int q = 0; q < t; ++q) {
-          const float* dv = dvs[q] + c0;
-          const float* wv = wvs[q] + c0;
-          r0 += Load(dv) * Load(wv);
-          r1 += Load(dv + 8) * Load(wv + 8);
-          r2 += Load(dv + 16) * Load(wv + 16);
-          r3 += Load(dv + 24) * Load(wv + 24);
-        }
+        for (int q = 0; q < t; ++q) MulAdd32(r0, r1, r2, r3, dvs[q] + c0, wvs[q] + c0);
         Store(d + c0, r0), Store(d + c0 + 8, r1), Store(d + c0 + 16, r2), Store(d + c0 + 24, r3);
       }
       for (; c0 + 8 <= C; c0 += 8) {

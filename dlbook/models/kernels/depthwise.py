@@ -74,7 +74,7 @@ def _fwd(x, w, stride, pads):
 def _bwd(stride, pads, res, dy):
   x, w = res
   return tuple(jax.lax.platform_dependent(
-      x, w, dy.astype(jnp.float32),
+      x, w, dy,
       cpu=functools.partial(native_grads, stride=stride, pads=pads),
       default=functools.partial(reference_grads, stride=stride, pads=pads)))
 
