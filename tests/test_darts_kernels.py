@@ -19,7 +19,7 @@ def test_auto_is_the_cpu_choice_on_cpu_and_native_kernels_elsewhere():
   for backend in ("gpu", "cuda", "rocm", "tpu"):
     assert ops.resolve("conv_impl", "auto", backend) == "grouped"
     assert ops.resolve("pool_impl", "auto", backend) == "xla"
-    assert resolve_edges("auto", backend) == "unrolled"
+    assert resolve_edges("auto", backend) == "wide"
   assert ops.resolve("conv_impl", "dense", "gpu") == "dense"  # an explicit choice is kept everywhere
   for kw, name in (({"pool_impl": "cudnn"}, "pool_impl"), ({"edges": "loop"}, "edges"),
                    ({"conv_impl": "winograd"}, "conv_impl")):
@@ -105,3 +105,82 @@ def test_unrolled_search_cell_equals_the_scanned_cell_with_gradients():
   np.testing.assert_allclose(a, b, rtol=1e-5)
   np.testing.assert_allclose(ga_w, gb_w, atol=1e-4)
   jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-4), ga_p, gb_p)
+
+
+def _plain_standardize(x, eps):
+  mean = jnp.mean(x, (0, 1, 2))
+  var = jnp.mean(jnp.square(x - mean), (0, 1, 2))
+  return (x - mean) * jax.lax.rsqrt(var + eps), mean, var
+
+
+def test_standardize_closed_form_derivatives_equal_autodiff_of_the_formula_to_second_order():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 4, 5, 6)) * 2 + 1, jnp.float32)
+  cot = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x.shape, (6,), (6,))]
+
+  def scalar(fn):  # every output gets a cotangent, the statistics included (running averages read them)
+    return lambda x: sum(jnp.sum(o * c) for o, c in zip(fn(x, 1e-5), cot))
+
+  closed, plain = scalar(ops.standardize), scalar(_plain_standardize)
+  np.testing.assert_allclose(jax.grad(closed)(x), jax.grad(plain)(x), atol=2e-5)
+  tangent = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5),
+               jax.jvp(lambda x: ops.standardize(x, 1e-5), (x,), (tangent,)),
+               jax.jvp(lambda x: _plain_standardize(x, 1e-5), (x,), (tangent,)))
+  # second order (the exact second-order DARTS hypergradient differentiates a gradient again)
+  hvp = lambda f: jax.jvp(jax.grad(f), (x,), (tangent,))[1]  # noqa: E731
+  np.testing.assert_allclose(hvp(closed), hvp(plain), atol=1e-4)
+  gg = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(jax.grad(f)(x))))(x)  # noqa: E731
+  np.testing.assert_allclose(gg(closed), gg(plain), atol=1e-4)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_batch_norm_matches_flax_batch_norm_outputs_statistics_and_gradients(affine):
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal((4, 5, 5, 3)) * 3 + 2, jnp.float32)
+  ours = ops.BatchNorm(train=True, affine=affine)
+  theirs = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5, use_scale=affine, use_bias=affine)
+  v_ours, v_theirs = ours.init(jax.random.key(0), x), theirs.init(jax.random.key(0), x)
+  jax.tree.map(np.testing.assert_array_equal, v_ours, v_theirs)  # the same variables, init not updating them
+  if affine:
+    v_ours = v_theirs = {**v_ours, "params": {"scale": jnp.asarray([0.5, 2.0, -1.0]),
+                                              "bias": jnp.asarray([0.1, 0.0, 3.0])}}
+  (y1, s1), (y2, s2) = (m.apply(v, x, mutable=["batch_stats"]) for m, v in ((ours, v_ours), (theirs, v_theirs)))
+  np.testing.assert_allclose(y1, y2, atol=2e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), s1, s2)
+  evaluated = [m.clone(train=False) if m is ours else m.clone(use_running_average=True) for m in (ours, theirs)]
+  np.testing.assert_allclose(evaluated[0].apply({**v_ours, **s1}, x), evaluated[1].apply({**v_theirs, **s2}, x),
+                             atol=2e-5)
+  grad = lambda m, v: jax.grad(lambda x: jnp.sum(jnp.sin(m.apply(v, x, mutable=["batch_stats"])[0])))(x)  # noqa
+  np.testing.assert_allclose(grad(ours, v_ours), grad(theirs, v_theirs), atol=2e-5)
+
+
+@pytest.mark.parametrize("reduction,reduction_prev,conv_impl,remat", [
+    (True, False, "grouped", False),  # strided edges, the factorized-reduce skip op
+    pytest.param(False, True, "grouped", False, marks=pytest.mark.slow),  # ~30 s each to compile; DLBOOK_SLOW=1
+    pytest.param(True, False, "shift", True, marks=pytest.mark.slow)])
+def test_wide_input_edges_equal_the_scanned_cell_with_gradients_and_statistics(reduction, reduction_prev, conv_impl,
+                                                                               remat):
+  steps, c = 2, 4
+  rng = np.random.default_rng(6)
+  s0 = jnp.asarray(rng.standard_normal((2, 16, 16, 3) if reduction_prev else (2, 8, 8, 3)), jnp.float32)
+  s1 = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
+  w = jax.nn.softmax(jnp.asarray(rng.standard_normal((num_edges(steps), 8)), jnp.float32), -1)
+  cells = {e: SearchCell(c, reduction=reduction, reduction_prev=reduction_prev, steps=steps, multiplier=2,
+                         conv_impl=conv_impl, pool_impl="xla", remat_edges=remat, edges=e) for e in ("scan", "wide")}
+  variables = cells["scan"].init(jax.random.key(0), s0, s1, w, False)
+  # the same variables, tree and values (the wide cell initialises through the scan)
+  jax.tree.map(np.testing.assert_array_equal, cells["wide"].init(jax.random.key(0), s0, s1, w, False), variables)
+
+  def run(cell):
+    def loss(p, w):
+      out, stats = cell.apply({**variables, "params": p}, s0, s1, w, True, mutable=["batch_stats"])
+      return jnp.sum(jnp.tanh(out) * jnp.cos(jnp.arange(out.size).reshape(out.shape))), (out, stats)
+    return jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(variables["params"], w)
+
+  ((_, (out_a, stats_a)), grads_a), ((_, (out_b, stats_b)), grads_b) = run(cells["scan"]), run(cells["wide"])
+  np.testing.assert_allclose(out_a, out_b, atol=2e-5)
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=2e-5), stats_a, stats_b)
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-4), grads_a, grads_b)
+  evaluated = [cells[e].apply({**variables, **stats_a}, s0, s1, w, False) for e in ("scan", "wide")]
+  np.testing.assert_allclose(*evaluated, atol=2e-5)

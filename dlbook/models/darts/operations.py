@@ -244,27 +244,120 @@ def avg_pool_3x3(x, stride: int, pool_impl: str = "gather"):
   return depthwise_conv(x, ones_kernel, stride, 1, 1) * inv_count
 
 
-def batch_norm(train: bool, affine: bool, name=None) -> nn.BatchNorm:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def standardize(x, epsilon: float):
+  """Batch standardisation over every axis but the last: (x_hat, mean, var) with x_hat = (x - mean) /
+  sqrt(var + epsilon) and the biased variance mean((x - mean)^2), as BatchNorm in training mode.
+
+  Its JVP is written in closed form, d x_hat = r (dx - mean(dx)) - x_hat r mean(x_hat dx) with
+  r = 1 / sqrt(var + epsilon), so the only values autodiff keeps for the backward pass are x_hat and r
+  (differentiating the arithmetic keeps the centred input, the variance, its rsqrt and their broadcasts:
+  about six arrays per BatchNorm, each a stacked residual of a scanned mixed op). Being a JVP rule, it
+  serves every order and mode of differentiation (the second-order DARTS hypergradient included)."""
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axes)
+  centred = x - mean
+  var = jnp.mean(jnp.square(centred), axes)
+  return centred * lax.rsqrt(var + epsilon), mean, var
+
+
+@standardize.defjvp
+def _standardize_jvp(epsilon, primals, tangents):
+  (x,), (dx,) = primals, tangents
+  x_hat, mean, var = standardize(x, epsilon)
+  axes = tuple(range(x.ndim - 1))
+  r = lax.rsqrt(var + epsilon)
+  d_mean = jnp.mean(dx, axes)
+  projection = jnp.mean(x_hat * dx, axes)  # mean(x_hat dx) = r mean((x - mean) dx)
+  d_x_hat = r * (dx - d_mean) - x_hat * (r * projection)
+  return (x_hat, mean, var), (d_x_hat, d_mean, 2.0 * projection / r)
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over NHWC with PyTorch's defaults (momentum 0.1 == flax 0.9, eps 1e-5): batch statistics in
+  training, running ones otherwise. The same variables as `flax.linen.BatchNorm` (params `scale`, `bias`
+  when `affine`; batch_stats `mean`, `var` with flax's update rule, not updated at init) and the same outputs
+  to float rounding (flax's default variance is E[x^2] - E[x]^2, this one the two-pass mean of squares);
+  training mode goes through `standardize`, whose closed-form derivative keeps two residuals per layer.
+
+  `edges` > 1: x holds `edges` independent layers' inputs stacked on channels (see `edge_stacked`); the
+  variables are stacked on a leading axis of that size."""
+  train: bool
+  affine: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  edges: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    shape = edge_stacked(self.edges, x.shape[-1])
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(shape, jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(shape, jnp.float32))
+    flat = lambda v: v.reshape(-1)  # noqa: E731 (edge-stacked variables line up with the stacked channels)
+    if self.train:
+      y, mean, var = standardize(x, self.epsilon)
+      if not self.is_initializing():
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean.reshape(shape)
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var.reshape(shape)
+    else:
+      y = (x - flat(ra_mean.value)) * lax.rsqrt(flat(ra_var.value) + self.epsilon)
+    if self.affine:
+      y = y * flat(self.param("scale", nn.initializers.ones, shape)) + flat(
+          self.param("bias", nn.initializers.zeros, shape))
+    return y
+
+
+def batch_norm(train: bool, affine: bool, name=None, edges: int = 1) -> BatchNorm:
   """BatchNorm with PyTorch's defaults (momentum 0.1 == flax 0.9, eps 1e-5); batch statistics in training."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=affine,
-                      use_bias=affine, name=name)
+  return BatchNorm(train, affine, edges=edges, name=name)
+
+
+def edge_stacked(edges: int, channels: int) -> tuple:
+  """Shape of a per-channel variable when `edges` independent copies of a layer run as one layer on their
+  inputs stacked on channels ([..., edges * C], edge-major): (C,) for one copy, else (edges, C), the
+  layout `nn.scan`/`nn.vmap` give the same copies' variables."""
+  require(channels % edges == 0, f"{channels} stacked channels do not split into {edges} edges")
+  return (channels,) if edges == 1 else (edges, channels // edges)
+
+
+def stacked_conv(x, kernel, edges: int, stride: int = 1, padding: int = 0, dilation: int = 1):
+  """A bias-free conv of each of `edges` channel-stacked inputs with its own kernel ([edges, k, k, C, F] or,
+  for one edge, [k, k, C, F]): one conv with `edges` feature groups (block-diagonal kernel)."""
+  if edges == 1:
+    return conv2d(x, kernel, stride, padding, dilation)
+  e, k, _, c, f = kernel.shape
+  grouped = jnp.moveaxis(kernel, 0, 3).reshape(k, k, c, e * f)  # output channels edge-major
+  return conv2d(x, grouped, stride, padding, dilation, groups=e)
 
 
 class DepthwisePointwise(nn.Module):
   """Depthwise k x k conv (stride, dilation) then a 1x1 conv to `features`; no nonlinearity between.
 
   Parameters `depthwise` [k, k, 1, C] and `pointwise` [1, 1, C, features], as the reference's two
-  bias-free `nn.Conv2d`. `conv_impl` picks the formulation (module docstring)."""
+  bias-free `nn.Conv2d`. `conv_impl` picks the formulation (module docstring). `edges` > 1: that many
+  independent copies on channel-stacked inputs (`edge_stacked`), parameters with a leading edge axis; the
+  depthwise conv is then simply wider and the pointwise conv has one feature group per edge."""
   features: int
   kernel_size: int
   stride: int = 1
   padding: int = 0
   dilation: int = 1
   conv_impl: str = DEFAULT_CONV_IMPL
+  edges: int = 1
 
   @nn.compact
   def __call__(self, x):
-    c, k = x.shape[-1], self.kernel_size
+    c, k, e = x.shape[-1], self.kernel_size, self.edges
+    if e > 1:  # "dense" is not offered here: the shifted taps of `depthwise_conv` unless "grouped"
+      c = edge_stacked(e, c)[1]
+      dw = self.param("depthwise", torch_default_init, (e, k, k, 1, c))
+      pw = self.param("pointwise", torch_default_init, (e, 1, 1, c, self.features))
+      dw = jnp.moveaxis(dw, 0, 3).reshape(k, k, 1, e * c)  # one depthwise conv over the stacked channels
+      if resolve("conv_impl", self.conv_impl) == "grouped":
+        y = conv2d(x, dw, self.stride, self.padding, self.dilation, groups=e * c)
+      else:
+        y = depthwise_conv(x, dw, self.stride, self.padding, self.dilation)
+      return stacked_conv(y, pw, e)
     dw = self.param("depthwise", torch_default_init, (k, k, 1, c))
     pw = self.param("pointwise", torch_default_init, (1, 1, c, self.features))
     conv_impl = resolve("conv_impl", self.conv_impl)
@@ -315,12 +408,13 @@ class DilConv(nn.Module):
   dilation: int
   affine: bool = True
   conv_impl: str = DEFAULT_CONV_IMPL
+  edges: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = DepthwisePointwise(self.features, self.kernel_size, self.stride, self.padding, self.dilation,
-                           self.conv_impl, name="conv")(nn.relu(x))
-    return batch_norm(train, self.affine, "bn")(x)
+                           self.conv_impl, self.edges, name="conv")(nn.relu(x))
+    return batch_norm(train, self.affine, "bn", self.edges)(x)
 
 
 class SepConv(nn.Module):
@@ -331,14 +425,15 @@ class SepConv(nn.Module):
   padding: int
   affine: bool = True
   conv_impl: str = DEFAULT_CONV_IMPL
+  edges: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
-    c, k, p = x.shape[-1], self.kernel_size, self.padding
-    x = DepthwisePointwise(c, k, self.stride, p, 1, self.conv_impl, name="conv_0")(nn.relu(x))
-    x = batch_norm(train, self.affine, "bn_0")(x)
-    x = DepthwisePointwise(self.features, k, 1, p, 1, self.conv_impl, name="conv_1")(nn.relu(x))
-    return batch_norm(train, self.affine, "bn_1")(x)
+    c, k, p, e = x.shape[-1] // self.edges, self.kernel_size, self.padding, self.edges
+    x = DepthwisePointwise(c, k, self.stride, p, 1, self.conv_impl, e, name="conv_0")(nn.relu(x))
+    x = batch_norm(train, self.affine, "bn_0", e)(x)
+    x = DepthwisePointwise(self.features, k, 1, p, 1, self.conv_impl, e, name="conv_1")(nn.relu(x))
+    return batch_norm(train, self.affine, "bn_1", e)(x)
 
 
 class Conv7x1_1x7(nn.Module):
@@ -360,6 +455,7 @@ class FactorizedReduce(nn.Module):
   """ReLU -> two 1x1 stride-2 convs (the second offset by one pixel) concatenated -> BN."""
   features: int
   affine: bool = True
+  edges: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -368,10 +464,27 @@ class FactorizedReduce(nn.Module):
             f"a DARTS reduction needs even feature maps, got {x.shape[1]}x{x.shape[2]}; "
             f"choose an input size divisible by 4 (data.image_size)")
     x = nn.relu(x)
+    if self.edges > 1:  # channel-stacked copies: grouped 1x1 convs, halves interleaved per edge
+      e, c, half = self.edges, x.shape[-1] // self.edges, self.features // 2
+      conv = lambda name, v: stacked_conv(v[:, ::2, ::2, :], StackedKernel(  # noqa: E731
+          (e, 1, 1, c, half), name=name)(), e)
+      y = jnp.concatenate([conv("conv_1", x).reshape(x.shape[:1] + (-1, e, half)),
+                           conv("conv_2", x[:, 1:, 1:, :]).reshape(x.shape[:1] + (-1, e, half))], axis=-1)
+      y = y.reshape(x.shape[:1] + (x.shape[1] // 2, x.shape[2] // 2, e * self.features))
+      return batch_norm(train, self.affine, "bn", e)(y)
     conv = lambda name: nn.Conv(self.features // 2, (1, 1), 2, "VALID", use_bias=False,
                                 kernel_init=torch_default_init, name=name)
     x = jnp.concatenate([conv("conv_1")(x), conv("conv_2")(x[:, 1:, 1:, :])], axis=-1)
     return batch_norm(train, self.affine, "bn")(x)
+
+
+class StackedKernel(nn.Module):
+  """The `kernel` parameter of edge-stacked copies of a bias-free `nn.Conv` ([edges, k, k, C, F])."""
+  shape: tuple
+
+  @nn.compact
+  def __call__(self):
+    return self.param("kernel", torch_default_init, self.shape)
 
 
 class Pool(nn.Module):
@@ -381,15 +494,17 @@ class Pool(nn.Module):
   stride: int
   bn_after: bool = False
   pool_impl: str = DEFAULT_POOL_IMPL
+  edges: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
     pool = max_pool_3x3 if self.kind == "max" else avg_pool_3x3
     x = pool(x, self.stride, self.pool_impl)
-    return batch_norm(train, False, "bn")(x) if self.bn_after else x
+    return batch_norm(train, False, "bn", self.edges)(x) if self.bn_after else x
 
 
 class Identity(nn.Module):
+  edges: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool):

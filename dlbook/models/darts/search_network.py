@@ -28,7 +28,7 @@ from dlbook.models.darts.operations import (DEFAULT_CONV_IMPL, DEFAULT_POOL_IMPL
 from dlbook.models.registry import register
 
 ARCH_NAMES = ("alphas_normal", "alphas_reduce")
-EDGE_IMPLS = ("auto", "scan", "unrolled")
+EDGE_IMPLS = ("auto", "scan", "unrolled", "wide")
 
 
 def check_edges(edges: str) -> None:
@@ -36,11 +36,13 @@ def check_edges(edges: str) -> None:
 
 
 def resolve_edges(edges: str, backend=None) -> str:
-  """"auto": "scan" on the CPU (it keeps the program small enough to compile there), "unrolled" on
-  accelerators (the same stacked parameters; XLA sees straight-line code with static slices)."""
+  """"auto": "scan" on the CPU (it keeps the program small enough to compile there and is the fastest
+  step measured there), "wide" on accelerators (the 2*steps independent input edges as one mixed op of
+  `2*steps` times the channels, the inner edges scanned: the smallest program measured, and the largest
+  kernels; docs/accelerators.md)."""
   if edges != "auto":
     return edges
-  return "unrolled" if on_accelerator(backend) else "scan"
+  return "wide" if on_accelerator(backend) else "scan"
 
 
 def num_edges(steps: int = 4) -> int:
@@ -64,11 +66,17 @@ def merge_arch(weights, alphas) -> dict:
 
 
 class MixedOp(nn.Module):
-  """Eq. 3.2: the softmax-weighted sum of every candidate op on one edge."""
+  """Eq. 3.2: the softmax-weighted sum of every candidate op on one edge.
+
+  `edges` > 1: that many independent edges at once, their inputs stacked on channels ([..., edges * C],
+  edge-major), `weights` [edges, len(PRIMITIVES)], parameters stacked on a leading edge axis as
+  `nn.scan` stacks them: every op is one kernel over all edges (per-channel ops are simply wider, convs
+  get one feature group per edge)."""
   channels: int
   stride: int
   conv_impl: str = DEFAULT_CONV_IMPL
   pool_impl: str = DEFAULT_POOL_IMPL
+  edges: int = 1
 
   @nn.compact
   def __call__(self, x, weights, train: bool):
@@ -77,9 +85,11 @@ class MixedOp(nn.Module):
       if primitive == "none":
         continue
       kw = {"bn_after": True} if "pool" in primitive else {}
+      kw.update({"edges": self.edges} if self.edges > 1 else {})
       op = OPS[primitive](self.channels, self.stride, False, conv_impl=self.conv_impl, pool_impl=self.pool_impl,
                           name=primitive, **kw)
-      out = out + weights[k] * op(x, train)
+      w = weights[k] if self.edges == 1 else jnp.repeat(weights[:, k], self.channels)  # per stacked channel
+      out = out + w * op(x, train)
     return out
 
 
@@ -103,6 +113,22 @@ class EdgeStep(nn.Module):
     out = MixedOp(self.channels, self.stride, self.conv_impl, self.pool_impl, name="mixed_op")(x, weights, self.train)
     current = jax.lax.dynamic_index_in_dim(nodes, dst, keepdims=False)
     return jax.lax.dynamic_update_index_in_dim(nodes, current + out, dst, 0), None
+
+
+class WideEdges(nn.Module):
+  """`num` independent edges as one channel-stacked `MixedOp` (`edges=num`); the variables' tree is
+  `scan_edges`'s (`<name>/mixed_op/...`, stacked on a leading edge axis)."""
+  num: int
+  channels: int
+  stride: int
+  train: bool
+  conv_impl: str = DEFAULT_CONV_IMPL
+  pool_impl: str = DEFAULT_POOL_IMPL
+
+  @nn.compact
+  def __call__(self, x, weights):
+    return MixedOp(self.channels, self.stride, self.conv_impl, self.pool_impl, self.num, name="mixed_op")(
+        x, weights, self.train)
 
 
 def scan_edges(num: int, name: str, remat: bool = False, unrolled: bool = False, **kw) -> nn.Module:
@@ -131,8 +157,12 @@ class SearchCell(nn.Module):
   whole weight-gradient computation again, and at batch 64 the kept activations outgrow a 24 GB host).
 
   `edges="unrolled"` unrolls both scans (`lax.scan`'s `unroll`): the same parameters and results, but a
-  program of 14 mixed ops in straight-line code, which accelerators run without a loop; "auto" (default)
-  scans on the CPU and unrolls elsewhere (`resolve_edges`)."""
+  program of 14 mixed ops in straight-line code. `edges="wide"` runs the 2*steps edges leaving c_{k-2} and
+  c_{k-1}, which do not depend on each other, as ONE mixed op on their inputs stacked on channels
+  (`MixedOp(edges=2*steps)`: each op one kernel over all of them, convs with one feature group per edge)
+  and scans the inner edges; the same variables (created through the scan, so also the same initial
+  values for a seed) and results. "auto" (default) scans on the CPU and is "wide" elsewhere
+  (`resolve_edges`)."""
   channels: int
   reduction: bool
   reduction_prev: bool
@@ -156,13 +186,24 @@ class SearchCell(nn.Module):
     h, w = ((s1.shape[1] + 1) // 2, (s1.shape[2] + 1) // 2) if self.reduction else s1.shape[1:3]
     nodes = jnp.zeros((steps, s1.shape[0], h, w, c), s1.dtype)
     kw = dict(channels=c, train=train, conv_impl=self.conv_impl, pool_impl=self.pool_impl)
-    unrolled = resolve_edges(self.edges) == "unrolled"
+    edges = resolve_edges(self.edges)
+    unrolled = edges == "unrolled"
 
     pairs = [(j, i) for i in range(steps) for j in (0, 1)]
-    xs = (jnp.asarray([j for j, _ in pairs]), jnp.asarray([i for _, i in pairs]),
-          weights[jnp.asarray([edge_index(i, j) for j, i in pairs])])
-    nodes, _ = scan_edges(len(pairs), "input_edges", self.remat_edges, unrolled, stride=stride, **kw)(
-        nodes, xs, jnp.stack([s0, s1]))
+    input_weights = weights[jnp.asarray([edge_index(i, j) for j, i in pairs])]
+    # The edges leaving c_{k-2}, c_{k-1} do not depend on each other: with "wide" they run as one mixed op
+    # on their inputs stacked on channels. Its variables are created by the scan (the same tree and, for a
+    # seed, the same values).
+    if edges == "wide" and not self.is_initializing():
+      wide = nn.remat(WideEdges, prevent_cse=False) if self.remat_edges else WideEdges
+      out = wide(len(pairs), stride=stride, name="input_edges", **kw)(
+          jnp.concatenate([s0, s1] * steps, axis=-1), input_weights)  # edge order of `pairs`
+      out = out.reshape(out.shape[:3] + (steps, 2, c)).sum(4)
+      nodes = jnp.moveaxis(out, 3, 0)
+    else:
+      xs = (jnp.asarray([j for j, _ in pairs]), jnp.asarray([i for _, i in pairs]), input_weights)
+      nodes, _ = scan_edges(len(pairs), "input_edges", self.remat_edges, unrolled, stride=stride, **kw)(
+          nodes, xs, jnp.stack([s0, s1]))
     pairs = [(j, i) for i in range(steps) for j in range(2, i + 2)]
     if pairs:
       xs = (jnp.asarray([j - 2 for j, _ in pairs]), jnp.asarray([i for _, i in pairs]),

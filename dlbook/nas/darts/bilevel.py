@@ -28,6 +28,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from dlbook.data.augment import augment
 from dlbook.errors import require
@@ -162,14 +163,18 @@ def first_order_shared_pass(state: "SearchState", train_batch, val_batch):
     keep_new = lambda new, old: jnp.where(index == 0, new, old)  # noqa: E731 (only the alpha pass updates)
     carry = (jax.tree.map(keep_new, optax.apply_updates(alphas, a_updates), alphas),
              jax.tree.map(keep_new, new_a_opt_state, a_opt_state))
-    return carry, (loss, logits, batch_stats, w_grad, a_grad)
+    # The weight gradient and statistics leave the loop as one flat vector each: one stacked output
+    # instead of one per leaf (hundreds of small copies in and after the loop).
+    return carry, (loss, logits, ravel_pytree(batch_stats)[0], ravel_pytree(w_grad)[0], a_grad)
 
   xs = (jnp.arange(2), jnp.stack([val_batch[0], train_batch[0]]), jnp.stack([val_batch[1], train_batch[1]]))
-  (alphas, a_opt_state), (losses, logits, batch_stats, w_grad, a_grad) = jax.lax.scan(
+  (alphas, a_opt_state), (losses, logits, flat_stats, flat_grad, a_grad) = jax.lax.scan(
       body, (state.alphas, state.a_opt_state), xs)
-  pick = lambda tree, i: jax.tree.map(lambda t: t[i], tree)  # noqa: E731
-  return dict(val_loss=losses[0], a_grad=pick(a_grad, 0), alphas=alphas, a_opt_state=a_opt_state,
-              loss=losses[1], logits=logits[1], batch_stats=pick(batch_stats, 1), w_grad=pick(w_grad, 1))
+  unravel_stats = ravel_pytree(state.batch_stats)[1]
+  unravel_weights = ravel_pytree(state.weights)[1]
+  return dict(val_loss=losses[0], a_grad=jax.tree.map(lambda t: t[0], a_grad), alphas=alphas,
+              a_opt_state=a_opt_state, loss=losses[1], logits=logits[1], batch_stats=unravel_stats(flat_stats[1]),
+              w_grad=unravel_weights(flat_grad[1]))
 
 
 def make_search_step(order: int, w_schedule: optax.Schedule, momentum: float, weight_decay: float,
