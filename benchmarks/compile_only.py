@@ -11,8 +11,8 @@ Steps: `search1` / `search2` = `dlbook.nas.darts.bilevel.make_search_step` of th
 `eval` = `dlbook.training.steps.make_train_step` (auxiliary weight 0.4) on `darts_eval` with DARTS_V2,
 the auxiliary head and drop-path 0.2, SGD momentum with clipping 5. Kernel sets (model arguments):
 - `cpu`: conv_impl=shift, pool_impl=gather, edges=scan (what "auto" picks on the CPU);
-- `accelerator`: conv_impl=grouped, pool_impl=xla, edges=unrolled (what "auto" picks on GPUs/TPUs);
-- `accelerator_scan`: the native kernels with the scanned edges (half the program of `accelerator`).
+- `accelerator`: conv_impl=grouped, pool_impl=xla, edges=wide (what "auto" picks on GPUs/TPUs);
+- `accelerator_scan`, `accelerator_unrolled`: the native kernels with all edges scanned / unrolled.
 On a CPU the `accelerator` set compiles the GPU program's formulation for the CPU backend: its compile
 time and size are a proxy for what a GPU compiles, not its GPU speed.
 
@@ -48,10 +48,9 @@ def define_flags():
 
 
 KERNELS = {"cpu": dict(conv_impl="shift", pool_impl="gather", edges="scan"),
-           "accelerator": dict(conv_impl="grouped", pool_impl="xla", edges="unrolled"),
+           "accelerator": dict(conv_impl="grouped", pool_impl="xla", edges="wide"),
            "accelerator_scan": dict(conv_impl="grouped", pool_impl="xla", edges="scan"),
-           "accelerator_wide": dict(conv_impl="grouped", pool_impl="xla", edges="wide"),
-           "accelerator_scan_remat": dict(conv_impl="grouped", pool_impl="xla", edges="scan", remat_edges=True),
+           "accelerator_unrolled": dict(conv_impl="grouped", pool_impl="xla", edges="unrolled"),
            "auto": dict(conv_impl="auto", pool_impl="auto", edges="auto")}
 STEPS = ("search1", "search1_shared", "search2", "eval")
 
@@ -82,9 +81,7 @@ def search_step(order: int, kernels: dict, batch: int, C: int, layers: int, hess
   import optax
   from dlbook import models
   from dlbook.nas.darts import bilevel
-  kernels = dict(kernels)
-  remat = kernels.pop("remat_edges", order == 2)
-  model = models.build("darts_search", num_classes=10, init_channels=C, layers=layers, remat_edges=remat,
+  model = models.build("darts_search", num_classes=10, init_channels=C, layers=layers, remat_edges=order == 2,
                        **kernels)
   schedule = optax.cosine_decay_schedule(0.025, 1000, 0.001 / 0.025)
   w_tx = optax.chain(optax.clip_by_global_norm(5.0), optax.add_decayed_weights(3e-4), optax.sgd(schedule, momentum=0.9))
@@ -106,7 +103,7 @@ def eval_step(kernels: dict, batch: int, C: int, layers: int):
   from dlbook import models
   from dlbook.training import state as train_state
   from dlbook.training.steps import make_train_step
-  kernels = {k: v for k, v in kernels.items() if k not in ("edges", "remat_edges")}  # no mixed ops in the evaluation network
+  kernels = {k: v for k, v in kernels.items() if k != "edges"}  # no mixed ops in the evaluation network
   model = models.build("darts_eval", num_classes=10, genotype="DARTS_V2", init_channels=C, layers=layers,
                        auxiliary=True, drop_path_prob=0.2, **kernels)
   tx = optax.chain(optax.clip_by_global_norm(5.0), optax.add_decayed_weights(3e-4), optax.sgd(0.025, momentum=0.9))
