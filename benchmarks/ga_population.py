@@ -131,7 +131,7 @@ def main(argv):
   print(f"image_shape={'x'.join(map(str, dataset.image_shape))}")
   print(f"eval_images={len(dataset.val)}")
   print(f"devices={jax.device_count()} backend={jax.default_backend()} cpu_count={os.cpu_count()}")
-  chosen_microbatch = int(config.fitness.get("vmap_microbatch", 0))
+  chosen_microbatch = fitness.resolve_microbatch(config.fitness.get("vmap_microbatch", 0))
   chosen_devices = int(config.num_devices) or jax.device_count()
   microbatches = sorted({int(m) for m in FLAGS.microbatches} | {chosen_microbatch})
   device_counts = sorted({int(d) for d in FLAGS.vmap_devices} | {chosen_devices})

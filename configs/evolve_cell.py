@@ -30,8 +30,7 @@ def get_config(preset=None):
     # docs/nas_evolution.md): patches, the population sharded over the 2 cores, one individual
     # at a time per core: 19.5 s against 28.1 s for the fastest loop (patches) and 34.6 s for the taps loop.
     c.space.conv_impl = "patches"
-    c.cpu_devices = 2
-    c.fitness.vmap_microbatch = 1
+    c.cpu_devices = 2  # vmap_microbatch "auto" is then 1 (on a GPU/TPU 0: the split only applies to CPUs)
   elif c.preset == "smoke":
     c.space.num_nodes = 3
     c.space.channels = 8

@@ -50,9 +50,10 @@ def base_config(preset, config_file: str):
   # Fitness (book §2.2.2 C): validation accuracy after a short training run.
   # vmap_microbatch: 0 vmaps the whole offspring chunk at once; m > 0 vmaps groups of m individuals inside
   # one compiled scan over the groups (jax.lax.map batch_size): still one compilation, but each group's
-  # activations stay in the CPU's caches (benchmarks/ga_population.py, docs/nas_evolution.md).
+  # activations stay in the CPU's caches (benchmarks/ga_population.py, docs/nas_evolution.md). "auto": 1 on
+  # a CPU split into several devices (cpu_devices), 0 on one CPU device and on GPUs/TPUs.
   c.fitness = ml_collections.ConfigDict(dict(train_steps=150, batch_size=32, eval_batch_size=50,
-                                             evaluation="vmap", vmap_microbatch=0))
+                                             evaluation="vmap", vmap_microbatch="auto"))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=2e-3, schedule="constant", final_learning_rate=0.0, warmup_steps=0,
       momentum=0.9, nesterov=False, b1=0.9, b2=0.999, weight_decay=0.0, grad_clip_norm=0.0))
@@ -100,8 +101,7 @@ def get_config(preset=None):
     # the 2 cores as 2 CPU devices, each device taking its individuals one at a time (groups of 1), ran
     # 1.3x faster than the loop; vmapped groups of 2 on one device stay at parity with it.
     c.space.conv_impl = "patches"
-    c.cpu_devices = 2
-    c.fitness.vmap_microbatch = 1
+    c.cpu_devices = 2  # vmap_microbatch "auto" is then 1; on a GPU/TPU the split is ignored and "auto" is 0
   elif c.preset == "full":
     c.space.conv_impl = "auto"  # xla on GPUs/TPUs (under vmap one grouped native conv), patches on the CPU
     c.space.filter_choices = (16, 32, 64, 128)

@@ -233,6 +233,22 @@ def test_vmap_microbatch_must_divide_the_chunk():
                                 num_devices=1, microbatch=3)
 
 
+def test_vmap_microbatch_auto_is_the_cpu_presets_choice_on_a_split_cpu_and_the_whole_chunk_elsewhere():
+  from configs import evolve_cell, evolve_chain
+  assert fitness.resolve_microbatch("auto", "cpu", 2) == 1  # the cpu presets' measured choice, unchanged
+  assert fitness.resolve_microbatch("auto", "cpu", 1) == 0
+  for backend in ("gpu", "tpu"):
+    assert fitness.resolve_microbatch("auto", backend, 1) == fitness.resolve_microbatch("auto", backend, 8) == 0
+  assert fitness.resolve_microbatch(2, "gpu", 1) == fitness.resolve_microbatch("2", "cpu", 1) == 2  # explicit kept
+  for module in (evolve_chain, evolve_cell):
+    for preset in ("smoke", "cpu", "full"):
+      config = module.get_config(preset)
+      assert config.fitness.vmap_microbatch == "auto"
+      assert config.cpu_devices == (2 if preset == "cpu" else 0)
+  with pytest.raises(DlbookError, match="vmap_microbatch"):
+    fitness.resolve_microbatch("some", "cpu", 2)
+
+
 SHARDING_SCRIPT = r"""
 import json, jax, numpy as np, optax
 from dlbook.nas import chain_space, fitness

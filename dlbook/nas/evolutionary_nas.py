@@ -18,7 +18,8 @@ from dlbook import data as data_lib
 from dlbook import evolution
 from dlbook.errors import DlbookError, require
 from dlbook.nas import report
-from dlbook.nas.fitness import PopulationEvaluator, individual_keys, make_fitness_data, with_eval_split
+from dlbook.nas.fitness import (PopulationEvaluator, individual_keys, make_fitness_data, resolve_microbatch,
+                                with_eval_split)
 from dlbook.registry import Registry
 
 
@@ -98,7 +99,7 @@ def search(config, workdir: str) -> dict:
   chunk = ga.offspring_per_generation
   evaluator = PopulationEvaluator(space, dataset.num_classes, dataset.image_shape, tx, chunk_size=chunk,
                                   eval_batch_size=int(f.eval_batch_size), num_devices=config.num_devices,
-                                  microbatch=int(f.get("vmap_microbatch", 0)))
+                                  microbatch=resolve_microbatch(f.get("vmap_microbatch", 0)))
   fit_data = make_fitness_data(dataset.train.images, dataset.train.labels, dataset.val.images, dataset.val.labels,
                                batch_size=int(f.batch_size), num_steps=steps, seed=config.seed,
                                eval_batch_size=int(f.eval_batch_size))

@@ -31,9 +31,23 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from dlbook import data as data_lib
 from dlbook import evolution
-from dlbook.errors import require
+from dlbook.errors import DlbookError, require
 from dlbook.training import sharding
 from dlbook.training.steps import cross_entropy
+
+
+def resolve_microbatch(value, backend: Optional[str] = None, num_devices: Optional[int] = None) -> int:
+  """`fitness.vmap_microbatch` as an int. "auto": 1 (one individual at a time per device) on a CPU backend
+  split into several devices (`cpu_devices`), the fastest measured there (docs/nas_evolution.md); 0 (the
+  whole chunk in one vmap, batched kernels) on one CPU device and on GPUs/TPUs."""
+  if isinstance(value, str) and value.strip().lower() == "auto":
+    backend = jax.default_backend() if backend is None else backend
+    num_devices = jax.local_device_count() if num_devices is None else num_devices
+    return 1 if backend == "cpu" and num_devices > 1 else 0
+  try:
+    return int(value)
+  except (TypeError, ValueError):
+    raise DlbookError(f"fitness.vmap_microbatch must be \"auto\" or an integer >= 0, got {value!r}") from None
 
 
 def make_fitness_data(train_images, train_labels, eval_images, eval_labels, *, batch_size: int,
