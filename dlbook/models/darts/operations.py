@@ -347,29 +347,22 @@ class DepthwisePointwise(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    c, k, e = x.shape[-1], self.kernel_size, self.edges
-    if e > 1:  # "dense" is not offered here: the shifted taps of `depthwise_conv` unless "grouped"
-      c = edge_stacked(e, c)[1]
-      dw = self.param("depthwise", torch_default_init, (e, k, k, 1, c))
-      pw = self.param("pointwise", torch_default_init, (e, 1, 1, c, self.features))
-      dw = jnp.moveaxis(dw, 0, 3).reshape(k, k, 1, e * c)  # one depthwise conv over the stacked channels
-      if resolve("conv_impl", self.conv_impl) == "grouped":
-        y = conv2d(x, dw, self.stride, self.padding, self.dilation, groups=e * c)
-      else:
-        y = depthwise_conv(x, dw, self.stride, self.padding, self.dilation)
-      return stacked_conv(y, pw, e)
-    dw = self.param("depthwise", torch_default_init, (k, k, 1, c))
-    pw = self.param("pointwise", torch_default_init, (1, 1, c, self.features))
+    c, k, e = edge_stacked(self.edges, x.shape[-1])[-1], self.kernel_size, self.edges
+    lead = (e,) if e > 1 else ()
+    dw = self.param("depthwise", torch_default_init, lead + (k, k, 1, c))
+    pw = self.param("pointwise", torch_default_init, lead + (1, 1, c, self.features))
     conv_impl = resolve("conv_impl", self.conv_impl)
-    if conv_impl == "dense":
+    if conv_impl == "dense" and e == 1:  # edge-stacked copies use the shifted taps instead
       kernel = dw[:, :, 0, :, None] * pw[0, 0][None, None]  # [k, k, C, features]
       return conv2d(x, kernel, self.stride, self.padding, self.dilation)
+    if e > 1:
+      dw = jnp.moveaxis(dw, 0, 3).reshape(k, k, 1, e * c)  # one depthwise conv over the stacked channels
     if conv_impl == "grouped":
-      y = conv2d(x, dw, self.stride, self.padding, self.dilation, groups=c)
+      y = conv2d(x, dw, self.stride, self.padding, self.dilation, groups=e * c)
     else:
       check_conv_impl(conv_impl)
       y = depthwise_conv(x, dw, self.stride, self.padding, self.dilation)
-    return pointwise(y, pw[0, 0])
+    return pointwise(y, pw[0, 0]) if e == 1 else stacked_conv(y, pw, e)
 
 
 class Stem(nn.Module):

@@ -98,37 +98,38 @@ def edge_index(node: int, input_index: int) -> int:
   return sum(2 + i for i in range(node)) + input_index
 
 
-class EdgeStep(nn.Module):
-  """One edge of a cell as a scan step: nodes[dst] += MixedOp(sources[src]) (Eq. 3.1)."""
+class EdgeModule(nn.Module):
+  """What every edge formulation holds: the mixed op's settings."""
   channels: int
   stride: int
   train: bool
   conv_impl: str = DEFAULT_CONV_IMPL
   pool_impl: str = DEFAULT_POOL_IMPL
+
+  def mixed_op(self, edges: int = 1) -> "MixedOp":
+    return MixedOp(self.channels, self.stride, self.conv_impl, self.pool_impl, edges, name="mixed_op")
+
+
+class EdgeStep(EdgeModule):
+  """One edge of a cell as a scan step: nodes[dst] += MixedOp(sources[src]) (Eq. 3.1)."""
 
   @nn.compact
   def __call__(self, nodes, xs, sources):
     src, dst, weights = xs
     x = jax.lax.dynamic_index_in_dim(nodes if sources is None else sources, src, keepdims=False)
-    out = MixedOp(self.channels, self.stride, self.conv_impl, self.pool_impl, name="mixed_op")(x, weights, self.train)
+    out = self.mixed_op()(x, weights, self.train)
     current = jax.lax.dynamic_index_in_dim(nodes, dst, keepdims=False)
     return jax.lax.dynamic_update_index_in_dim(nodes, current + out, dst, 0), None
 
 
-class WideEdges(nn.Module):
+class WideEdges(EdgeModule):
   """`num` independent edges as one channel-stacked `MixedOp` (`edges=num`); the variables' tree is
   `scan_edges`'s (`<name>/mixed_op/...`, stacked on a leading edge axis)."""
-  num: int
-  channels: int
-  stride: int
-  train: bool
-  conv_impl: str = DEFAULT_CONV_IMPL
-  pool_impl: str = DEFAULT_POOL_IMPL
+  num: int = 1
 
   @nn.compact
   def __call__(self, x, weights):
-    return MixedOp(self.channels, self.stride, self.conv_impl, self.pool_impl, self.num, name="mixed_op")(
-        x, weights, self.train)
+    return self.mixed_op(self.num)(x, weights, self.train)
 
 
 def scan_edges(num: int, name: str, remat: bool = False, unrolled: bool = False, **kw) -> nn.Module:
@@ -196,7 +197,7 @@ class SearchCell(nn.Module):
     # seed, the same values).
     if edges == "wide" and not self.is_initializing():
       wide = nn.remat(WideEdges, prevent_cse=False) if self.remat_edges else WideEdges
-      out = wide(len(pairs), stride=stride, name="input_edges", **kw)(
+      out = wide(num=len(pairs), stride=stride, name="input_edges", **kw)(
           jnp.concatenate([s0, s1] * steps, axis=-1), input_weights)  # edge order of `pairs`
       out = out.reshape(out.shape[:3] + (steps, 2, c)).sum(4)
       nodes = jnp.moveaxis(out, 3, 0)
